@@ -1,0 +1,38 @@
+# One door for setup, the demo and the tests. Every target installs what it needs first into .venv.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test test-fast slurm-up slurm-down bench clean
+
+setup: $(STAMP)
+
+# torch/torchvision are pinned to the builds that exist for this platform (see docs/install.md).
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+## demo: the quickstart sweep on the local backend with the embedded MLflow store, then the comparison.
+demo: setup
+	$(BIN)/convit-sweep submit sweeps/quickstart.yaml
+	$(BIN)/convit-sweep compare quickstart
+
+## test: the whole suite (SLURM tests run when slurm/start.sh has started the local cluster, else they skip).
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow and not slurm and not ray"
+
+slurm-up:
+	bash slurm/install.sh && bash slurm/start.sh
+
+slurm-down:
+	bash slurm/stop.sh
+
+clean:
+	rm -rf runs build *.egg-info .pytest_cache

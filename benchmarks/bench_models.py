@@ -1,0 +1,235 @@
+"""Training throughput and peak memory: our ConViT vs timm's (same weights), and ConViT vs DeiT.
+
+One training step = forward + cross-entropy + backward + AdamW step. On a shared machine the models
+are timed in alternating rounds (ours, timm, deit, ours, ...) and the median round is reported, so a
+burst of load elsewhere hits every model alike. Peak memory: CUDA ``max_memory_allocated`` (bf16
+autocast); on CPU how far the RSS rises above its pre-training level during two training steps,
+measured for each model in a fresh subprocess.
+
+    python benchmarks/bench_models.py --batch-size 32 --iters 3 --rounds 3 --out bench.json
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+CASES = {  # case -> (our name, baseline deit, create kwargs)
+    "tiny-32px-p4": ("convit_tiny", "deit_tiny", dict(img_size=32, patch_size=4, num_classes=10)),
+    "tiny-224px-p16": ("convit_tiny", "deit_tiny", dict(img_size=224, patch_size=16, num_classes=1000)),
+    "small-224px-p16": ("convit_small", "deit_small", dict(img_size=224, patch_size=16, num_classes=1000)),
+}
+IMPLS = ("ours", "timm", "deit")
+
+
+@dataclass
+class Result:
+    device: str
+    case: str
+    impl: str
+    model: str
+    batch_size: int
+    img_per_s: float = 0.0
+    rounds_img_per_s: list[float] = field(default_factory=list)
+    peak_mem_mib: float | None = None
+
+
+def build(impl: str, case: str, device: str) -> torch.nn.Module:
+    """Ours and timm's ConViT get identical weights (timm's random init, loaded into ours)."""
+    import timm
+
+    import convit
+
+    convit_name, deit_name, kwargs = CASES[case]
+    torch.manual_seed(0)
+    if impl == "deit":
+        return convit.create_model(deit_name, **kwargs).to(device)
+    reference = timm.create_model(convit_name, **kwargs)
+    if impl == "timm":
+        return reference.to(device)
+    ours = convit.create_model(convit_name, **kwargs)
+    ours.load_state_dict(reference.state_dict(), strict=True)
+    return ours.to(device)
+
+
+def make_step(model: torch.nn.Module, case: str, batch_size: int, device: str):
+    size = CASES[case][2]["img_size"]
+    images = torch.randn(batch_size, 3, size, size, device=device)
+    labels = torch.randint(0, CASES[case][2]["num_classes"], (batch_size,), device=device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
+    model.train()
+
+    def step() -> None:
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=device == "cuda"):
+            loss = F.cross_entropy(model(images), labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_rounds(case: str, device: str, args: argparse.Namespace) -> list[Result]:
+    """Alternate the models round by round; each round = 1 warm-up step + ``iters`` timed steps."""
+    steps, results = {}, {}
+    for impl in IMPLS:
+        model = build(impl, case, device)
+        steps[impl] = make_step(model, case, args.batch_size, device)
+        name = CASES[case][1] if impl == "deit" else CASES[case][0]
+        results[impl] = Result(device, case, impl, name, args.batch_size)
+        steps[impl]()  # first step: allocator, optimizer state
+    for _ in range(args.rounds):
+        for impl in IMPLS:
+            steps[impl]()
+            sync(device)
+            if device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            start = time.perf_counter()
+            for _ in range(args.iters):
+                steps[impl]()
+            sync(device)
+            results[impl].rounds_img_per_s.append(args.batch_size * args.iters / (time.perf_counter() - start))
+            if device == "cuda":
+                peak = torch.cuda.max_memory_allocated() / 2**20
+                results[impl].peak_mem_mib = max(results[impl].peak_mem_mib or 0.0, peak)
+    for r in results.values():
+        r.img_per_s = statistics.median(r.rounds_img_per_s)
+    return list(results.values())
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def cpu_peak_worker(impl: str, case: str, batch_size: int) -> float:
+    """MiB the RSS rises above its pre-training level during two training steps.
+
+    Sampled every millisecond from another thread (torch kernels release the GIL): this is the memory
+    the step itself needs (activations, gradients, optimizer state), without the model-building peak.
+    """
+    step = make_step(build(impl, case, "cpu"), case, batch_size, "cpu")
+    gc.collect()
+    before, peak, done = _rss_mib(), [0.0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_mib())
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    step()
+    step()
+    done.set()
+    sampler.join()
+    return max(peak[0], _rss_mib()) - before
+
+
+def cpu_peak(impl: str, case: str, args: argparse.Namespace) -> float:
+    cmd = [sys.executable, __file__, "--worker", impl, case, "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def ratios(results: list[Result]) -> list[dict]:
+    """ours/timm speed and memory, convit/deit speed, per device and case."""
+    rows = []
+    for device, case in sorted({(r.device, r.case) for r in results}):
+        by = {r.impl: r for r in results if r.device == device and r.case == case}
+        mem = by["ours"].peak_mem_mib / by["timm"].peak_mem_mib if by["ours"].peak_mem_mib and by["timm"].peak_mem_mib else None
+        rows.append(dict(device=device, case=case, speed_ours_vs_timm=by["ours"].img_per_s / by["timm"].img_per_s,
+                         mem_ours_vs_timm=mem, speed_convit_vs_deit=by["ours"].img_per_s / by["deit"].img_per_s))
+    return rows
+
+
+def print_table(results: list[Result], summary: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Training step throughput (forward + backward + AdamW)")
+    for col in ("device", "case", "impl", "model", "batch", "img/s (median)", "rounds", "peak MiB"):
+        table.add_column(col, justify="right" if col in ("batch", "img/s (median)", "peak MiB") else "left")
+    for r in results:
+        rounds = " ".join(f"{v:.1f}" for v in r.rounds_img_per_s)
+        mem = f"{r.peak_mem_mib:.0f}" if r.peak_mem_mib is not None else "-"
+        table.add_row(r.device, r.case, r.impl, r.model, str(r.batch_size), f"{r.img_per_s:.1f}", rounds, mem)
+    ratio_table = Table(title="Ratios")
+    for col in ("device", "case", "ours/timm speed", "ours/timm memory", "convit/deit speed"):
+        ratio_table.add_column(col)
+    for s in summary:
+        mem = f"{s['mem_ours_vs_timm']:.2f}x" if s["mem_ours_vs_timm"] is not None else "-"
+        ratio_table.add_row(s["device"], s["case"], f"{s['speed_ours_vs_timm']:.2f}x", mem, f"{s['speed_convit_vs_deit']:.2f}x")
+    Console(width=max(Console().width, 150)).print(table, ratio_table)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=32, help="images per step on CPU")
+    parser.add_argument("--cuda-batch-size", type=int, default=128, help="images per step on CUDA")
+    parser.add_argument("--iters", type=int, default=3, help="timed steps per round")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
+    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--devices", nargs="+", default=None, choices=["cpu", "cuda"], help="default: cpu, plus cuda if present")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
+    parser.add_argument("--no-cpu-memory", action="store_true", help="skip the per-model subprocesses measuring CPU RSS")
+    parser.add_argument("--out", type=Path, default=None, help="write results as JSON here")
+    parser.add_argument("--worker", nargs=2, metavar=("IMPL", "CASE"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    for name in ("batch_size", "cuda_batch_size", "iters", "rounds", "threads"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    if "cuda" in (args.devices or []) and not torch.cuda.is_available():
+        parser.error("--devices cuda: no CUDA device is available here")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.worker:
+        print(cpu_peak_worker(*args.worker, args.batch_size))
+        return 0
+    devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    results: list[Result] = []
+    for device in devices:
+        run_args = argparse.Namespace(**vars(args))
+        if device == "cuda":
+            run_args.batch_size = args.cuda_batch_size
+        for case in args.cases:
+            case_results = time_rounds(case, device, run_args)
+            if device == "cpu" and not args.no_cpu_memory:
+                for r in case_results:
+                    r.peak_mem_mib = cpu_peak(r.impl, case, run_args)
+            results += case_results
+    summary = ratios(results)
+    print_table(results, summary)
+    if args.out:
+        meta = dict(torch=torch.__version__, threads=args.threads, iters=args.iters, rounds=args.rounds,
+                    cuda_device=torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+                    command=" ".join([Path(sys.executable).name, *sys.argv]))
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(dict(meta=meta, results=[asdict(r) for r in results], ratios=summary), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

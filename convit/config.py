@@ -1,0 +1,463 @@
+"""The trial configuration: every knob of one training run, validated once and passed down.
+
+`TrialConfig` is the single source of truth that the sweep orchestrator expands, the engine consumes
+and the checkpoint pins (through `config_hash()`).  Defaults are the paper's ImageNet recipe (DeiT's
+training recipe, see docs/training.md); `TrialConfig.preset("cifar" | "smoke" | "imagenet")` gives the
+named starting points.
+
+Derived values (the linearly scaled learning rate, the epoch count scaled by 1/f, the AMP dtype) are
+computed by `resolve()` from the immutable config and never written back into it, so they are applied
+exactly once, however many times a trial is resumed.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+import yaml
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
+
+__all__ = [
+    "ConfigError",
+    "ConfigIssue",
+    "MODEL_NAMES",
+    "PRESETS",
+    "ResolvedTrial",
+    "TrialConfig",
+    "apply_overrides",
+    "load_config",
+]
+
+CONVIT_MODELS = (
+    "convit_tiny",
+    "convit_small",
+    "convit_base",
+    "convit_tiny_plus",
+    "convit_small_plus",
+    "convit_base_plus",
+)
+DEIT_MODELS = ("deit_tiny", "deit_small", "deit_base")
+MODEL_NAMES: tuple[str, ...] = CONVIT_MODELS + DEIT_MODELS
+
+#: Fields that cannot change a trial's results; they are left out of `config_hash()` so that moving the
+#: data, changing loader workers (sample augmentation is seeded per sample, not per worker) or the
+#: checkpoint cadence neither breaks resume nor splits one trial into two.
+NON_RESULT_FIELDS: frozenset[str] = frozenset({"data_root", "num_workers", "checkpoint_every"})
+
+
+# --------------------------------------------------------------------------------------------- errors
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem, located by its dotted key path (e.g. ``model_kwargs.locality_strength``)."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ConfigError(ValueError):
+    """A trial config is invalid.  ``issues`` lists every problem with its key path.
+
+    Callers that know where the config came from (a sweep file, a CLI argument) map ``issue.path`` to
+    their own location (file and line) and print ``str(issue)``.
+    """
+
+    def __init__(self, issues: Sequence[ConfigIssue]):
+        self.issues = list(issues)
+        super().__init__("invalid trial config:\n" + "\n".join(f"  {i}" for i in self.issues))
+
+
+def _did_you_mean(name: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _issues_from_validation(err: ValidationError, known: Mapping[str, Sequence[str]]) -> list[ConfigIssue]:
+    """Turn pydantic's errors into dotted key paths with a human message (and 'did you mean')."""
+    issues = []
+    for e in err.errors():
+        inner = e.get("ctx", {}).get("error")
+        if isinstance(inner, ConfigError):  # raised by a nested check that already knows its key paths
+            issues.extend(inner.issues)
+            continue
+        loc = [str(p) for p in e["loc"]]
+        path = ".".join(loc)
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            parent = ".".join(loc[:-1])
+            msg = f"unknown key{_did_you_mean(loc[-1], known.get(parent, ()))}"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        if "input" in e and e["type"] not in ("extra_forbidden", "value_error", "missing"):
+            msg += f" (got {e['input']!r})"
+        issues.append(ConfigIssue(path, msg))
+    return issues
+
+
+# ------------------------------------------------------------------------------------- model kwargs
+class _SharedModelKwargs(BaseModel):
+    """Keyword arguments every model accepts (timm's names).  None of them may be None: leave a key out
+    to get the model's default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    img_size: int = Field(224, ge=8)
+    patch_size: int = Field(16, ge=1)
+    drop_rate: float = Field(0.0, ge=0.0, lt=1.0)
+    attn_drop_rate: float = Field(0.0, ge=0.0, lt=1.0)
+    drop_path_rate: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _grid(self) -> "_SharedModelKwargs":
+        if self.img_size % self.patch_size:
+            raise ValueError(
+                f"img_size ({self.img_size}) must be a multiple of patch_size ({self.patch_size})"
+            )
+        return self
+
+
+class _ConvitModelKwargs(_SharedModelKwargs):
+    """ConViT's own knobs (GPSA): see convit/models."""
+
+    locality_strength: float = Field(1.0, ge=0.0)
+    local_up_to_layer: int = Field(10, ge=0, le=12)
+    gating_init: float = 1.0
+    freeze_gating: bool = False
+    use_local_init: bool = True
+
+
+_RESERVED_MODEL_KWARGS = {
+    "num_classes": "is set from the dataset; use the top-level 'num_classes' to keep the first N classes",
+    "in_chans": "is set from the dataset (RGB, 3 channels)",
+}
+
+
+def _model_kwargs_schema(model: str) -> type[_SharedModelKwargs]:
+    return _ConvitModelKwargs if model in CONVIT_MODELS else _SharedModelKwargs
+
+
+def _validate_model_kwargs(model: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Check keys and types against the model family; return only the given keys, coerced."""
+    schema = _model_kwargs_schema(model)
+    issues = []
+    for key in kwargs:
+        if key in _RESERVED_MODEL_KWARGS:
+            issues.append(ConfigIssue(f"model_kwargs.{key}", _RESERVED_MODEL_KWARGS[key]))
+        elif key not in schema.model_fields:
+            if key in _ConvitModelKwargs.model_fields:
+                msg = f"applies to ConViT models only, not to '{model}'"
+            else:
+                msg = "unknown model argument" + _did_you_mean(key, list(_ConvitModelKwargs.model_fields))
+            issues.append(ConfigIssue(f"model_kwargs.{key}", msg))
+    if issues:
+        raise ConfigError(issues)
+    try:
+        full = schema.model_validate(dict(kwargs))
+    except ValidationError as err:
+        raise ConfigError(
+            [ConfigIssue(f"model_kwargs.{i.path}" if i.path else "model_kwargs", i.message)
+             for i in _issues_from_validation(err, {})]
+        ) from None
+    return {k: getattr(full, k) for k in kwargs}
+
+
+# ------------------------------------------------------------------------------------- trial config
+class TrialConfig(BaseModel):
+    """Every knob of one training run.  Defaults = the paper's ImageNet recipe (DeiT's).
+
+    ``batch_size`` is the GLOBAL batch (all processes together); ``lr`` is the base learning rate for a
+    batch of ``lr_base_batch`` images and is scaled linearly (lr × batch_size / lr_base_batch) by
+    `resolve()`, once.  Epoch-valued knobs count passes over the training subset.
+    """
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), frozen=True)
+
+    # model
+    model: str = Field("convit_small", description="one of convit.list_models()")
+    model_kwargs: dict[str, Any] = Field(
+        default_factory=lambda: {"drop_path_rate": 0.1},
+        description="passed to convit.create_model (img_size, patch_size, drop_path_rate, locality_strength, "
+        "local_up_to_layer, gating_init, freeze_gating, use_local_init, drop_rate, attn_drop_rate)",
+    )
+
+    # data
+    dataset: Literal["cifar10", "imagefolder", "synthetic"] = "imagefolder"
+    data_root: str | None = Field(None, description="dataset folder; default: env CONVIT_DATA_ROOT")
+    data_fraction: float = Field(1.0, gt=0.0, le=1.0, description="stratified, seeded, nested subset")
+    num_classes: int | None = Field(None, ge=2, description="keep the first N classes (sorted); synthetic: N")
+    synthetic_train_size: int = Field(256, ge=1, description="synthetic dataset only")
+    synthetic_val_size: int = Field(64, ge=1, description="synthetic dataset only")
+    seed: int = Field(0, ge=0)
+
+    # schedule
+    epochs: int = Field(300, ge=1)
+    scale_epochs_by_fraction: bool = Field(True, description="train epochs/f and warm up warmup_epochs/f")
+    batch_size: int = Field(1024, ge=1, description="global batch over all processes")
+    lr: float = Field(5e-4, gt=0.0, description="base lr for lr_base_batch images")
+    lr_base_batch: int | None = Field(512, ge=1, description="linear scaling reference; null = no scaling")
+    opt: str = "adamw"
+    opt_eps: float = Field(1e-8, gt=0.0)
+    weight_decay: float = Field(0.05, ge=0.0)
+    warmup_epochs: float = Field(5.0, ge=0.0)
+    warmup_lr: float = Field(1e-6, ge=0.0)
+    min_lr: float = Field(1e-5, ge=0.0)
+    clip_grad: float | None = Field(None, gt=0.0, description="max global grad norm; null = off")
+
+    # regularisation and augmentation
+    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+    mixup: float = Field(0.8, ge=0.0, description="mixup alpha; 0 = off")
+    cutmix: float = Field(1.0, ge=0.0, description="cutmix alpha; 0 = off")
+    mixup_prob: float = Field(1.0, ge=0.0, le=1.0)
+    mixup_switch_prob: float = Field(0.5, ge=0.0, le=1.0)
+    mixup_mode: Literal["batch", "pair", "elem"] = "batch"
+    randaugment: str | None = Field("rand-m9-mstd0.5-inc1", description="timm auto_augment string; null = off")
+    color_jitter: float = Field(0.4, ge=0.0, description="used only when randaugment is off")
+    train_interpolation: Literal["bicubic", "bilinear", "random"] = "bicubic"
+    crop_scale: tuple[float, float] = Field((0.08, 1.0), description="RandomResizedCrop area range")
+    crop_pct: float = Field(0.875, gt=0.0, le=1.0, description="eval centre-crop fraction")
+    hflip: float = Field(0.5, ge=0.0, le=1.0)
+    reprob: float = Field(0.25, ge=0.0, le=1.0, description="random erasing probability")
+    remode: Literal["pixel", "rand", "const"] = "pixel"
+    recount: int = Field(1, ge=1)
+    no_aug: bool = Field(False, description="no train augmentation at all (debugging, DDP equivalence)")
+    repeated_aug: int = Field(3, ge=1, description="repeats per image per epoch (DeiT's RA); 1 = off")
+    repeated_aug_budget: Literal["cover", "deit"] = Field(
+        "cover",
+        description="cover: every epoch shows each subset image repeated_aug times; "
+        "deit: every epoch shows len(subset) samples, r consecutive epochs cover the subset",
+    )
+    ema: bool = False
+    ema_decay: float = Field(0.99996, gt=0.0, lt=1.0)
+
+    # execution
+    amp: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
+    compile: bool = False
+    num_workers: int = Field(8, ge=0)
+    eval_every: int = Field(1, ge=1, description="evaluate every N epochs (and at the last)")
+    analysis_every: int = Field(10, ge=0, description="attention metrics every N epochs; 0 = off")
+    checkpoint_every: int = Field(1, ge=1, description="checkpoint every N epochs (and at the last)")
+
+    # ------------------------------------------------------------------------------ validators
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        if v not in MODEL_NAMES:
+            raise ValueError(f"unknown model '{v}'{_did_you_mean(v, MODEL_NAMES)}; choose from {list(MODEL_NAMES)}")
+        return v
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _scale_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0.0 < v[0] <= v[1] <= 1.0:
+            raise ValueError("crop_scale must satisfy 0 < low <= high <= 1")
+        return v
+
+    @field_validator("randaugment")
+    @classmethod
+    def _rand_string(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("rand", "augmix", "trivial")):
+            raise ValueError("expected a timm auto_augment string like 'rand-m9-mstd0.5-inc1' (or null)")
+        return v
+
+    @field_validator("model_kwargs")
+    @classmethod
+    def _kwargs_for_model(cls, v: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        # The accepted keys depend on the model family; a ConfigError here keeps its 'model_kwargs.<key>'
+        # paths (unpacked again in _issues_from_validation).  An invalid model name is reported on its own.
+        return _validate_model_kwargs(info.data.get("model", CONVIT_MODELS[0]), v)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "TrialConfig":
+        issues = []
+        if self.dataset == "cifar10" and self.num_classes is not None and self.num_classes > 10:
+            issues.append(ConfigIssue("num_classes", "CIFAR-10 has 10 classes"))
+        if self.min_lr > self.resolve().lr:
+            issues.append(ConfigIssue("min_lr", f"larger than the scaled lr ({self.resolve().lr:g})"))
+        if issues:
+            raise ConfigError(issues)
+        return self
+
+    # ------------------------------------------------------------------------------ API
+    @classmethod
+    def preset(cls, name: str) -> "TrialConfig":
+        """The named starting points: 'imagenet' (the paper's recipe), 'cifar', 'smoke'."""
+        if name not in PRESETS:
+            raise ConfigError([ConfigIssue("preset", f"unknown preset '{name}'{_did_you_mean(name, list(PRESETS))}; "
+                                                     f"choose from {sorted(PRESETS)}")])
+        return cls.from_dict(PRESETS[name])
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TrialConfig":
+        """Validate a plain dict, raising `ConfigError` (with key paths) instead of pydantic's error.
+
+        A top-level ``preset: NAME`` key starts from that preset and deep-merges the rest over it.
+        """
+        data = dict(data)
+        if "preset" in data:
+            name = data.pop("preset")
+            if name not in PRESETS:
+                raise ConfigError([ConfigIssue("preset", f"unknown preset {name!r}"
+                                                         f"{_did_you_mean(str(name), list(PRESETS))}")])
+            data = _deep_merge(PRESETS[name], data)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as err:
+            raise ConfigError(_issues_from_validation(err, {"": list(cls.model_fields)})) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict that `from_dict` accepts back unchanged."""
+        return self.model_dump(mode="json")
+
+    def config_hash(self) -> str:
+        """Stable 16-hex-digit hash of everything that can change results (see NON_RESULT_FIELDS)."""
+        payload = {k: v for k, v in self.to_dict().items() if k not in NON_RESULT_FIELDS}
+        blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def resolve(self, world_size: int = 1, cuda: bool = False) -> "ResolvedTrial":
+        """Derived values, computed from the immutable config (so resume can never re-apply them)."""
+        scale = self.batch_size / self.lr_base_batch if self.lr_base_batch else 1.0
+        factor = 1.0 / self.data_fraction if self.scale_epochs_by_fraction else 1.0
+        amp = self.amp if self.amp != "auto" else ("bf16" if cuda else "fp32")
+        return ResolvedTrial(
+            lr=self.lr * scale,
+            epochs=max(1, int(round(self.epochs * factor))),
+            warmup_epochs=self.warmup_epochs * factor,
+            world_size=world_size,
+            batch_per_rank=self.batch_size // world_size,
+            amp=amp,
+            img_size=int(self.model_kwargs.get("img_size", 224)),
+        )
+
+
+@dataclass(frozen=True)
+class ResolvedTrial:
+    """Values derived once from a TrialConfig; recorded in out_dir/config.json under 'resolved'."""
+
+    lr: float
+    epochs: int
+    warmup_epochs: float
+    world_size: int
+    batch_per_rank: int
+    amp: str
+    img_size: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+# ------------------------------------------------------------------------------------------ presets
+PRESETS: dict[str, dict[str, Any]] = {
+    # The paper's recipe (DeiT's, on ImageNet-1k): every default of TrialConfig.
+    "imagenet": {},
+    # ConViT-Ti on CIFAR-10 at its native 32 px: 8x8 patch grid (patch 4), milder crops (RandomResizedCrop
+    # of 8 % of a 32 px image is a few pixels), eval without resize, no repeated augmentation (its point
+    # is large distributed batches), 100 epochs at batch 256.
+    "cifar": {
+        "model": "convit_tiny",
+        "model_kwargs": {"img_size": 32, "patch_size": 4, "drop_path_rate": 0.1},
+        "dataset": "cifar10",
+        "epochs": 100,
+        "batch_size": 256,
+        "crop_scale": (0.35, 1.0),
+        "crop_pct": 1.0,
+        "repeated_aug": 1,
+        "num_workers": 4,
+        "analysis_every": 5,
+    },
+    # Seconds on a CPU: a ConViT-Ti at 32 px / patch 8 on a small synthetic set, two epochs.
+    "smoke": {
+        "model": "convit_tiny",
+        "model_kwargs": {"img_size": 32, "patch_size": 8, "drop_path_rate": 0.0},
+        "dataset": "synthetic",
+        "num_classes": 4,
+        "synthetic_train_size": 64,
+        "synthetic_val_size": 32,
+        "epochs": 2,
+        "scale_epochs_by_fraction": False,
+        "batch_size": 16,
+        "lr_base_batch": None,
+        "lr": 1e-3,
+        "warmup_epochs": 0.5,
+        "min_lr": 1e-5,
+        "crop_scale": (0.35, 1.0),
+        "crop_pct": 1.0,
+        "repeated_aug": 1,
+        "num_workers": 0,
+        "analysis_every": 1,
+    },
+}
+
+
+# -------------------------------------------------------------------------------- loading helpers
+def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(dict(base))
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``dotted.key=value`` overrides (values parsed with yaml.safe_load) to a config dict."""
+    out = copy.deepcopy(dict(data))
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError([ConfigIssue("", f"override {item!r} is not of the form key=value")])
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            nxt = node.setdefault(p, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError([ConfigIssue(key, f"'{p}' is not a mapping, cannot set '{key}'")])
+            node = nxt
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as err:
+            raise ConfigError([ConfigIssue(key, f"cannot parse value {raw!r}: {err}")]) from None
+    return out
+
+
+def load_config(source: str | Path | Mapping[str, Any] | None = None,
+                overrides: Sequence[str] = ()) -> TrialConfig:
+    """A TrialConfig from a preset name, a YAML file or a dict, plus ``key=value`` overrides.
+
+    Raises ConfigError for every user mistake (missing file, bad YAML, unknown key, wrong type).
+    """
+    if source is None:
+        data: dict[str, Any] = {}
+    elif isinstance(source, Mapping):
+        data = dict(source)
+    elif str(source) in PRESETS and not Path(source).is_file():
+        data = {"preset": str(source)}
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError([ConfigIssue("", f"config file {str(path)!r} not found and not a preset "
+                                               f"(presets: {sorted(PRESETS)})")])
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError([ConfigIssue("", f"{path}: invalid YAML: {err}")]) from None
+        if not isinstance(loaded, dict):
+            raise ConfigError([ConfigIssue("", f"{path}: expected a mapping of config keys at top level")])
+        data = loaded
+    return TrialConfig.from_dict(apply_overrides(data, overrides))
+
+
+def _fraction_subset_size(counts: Sequence[int], fraction: float) -> int:
+    """Size of the nested stratified subset: ceil(f * n_c) per class (at least one image per class)."""
+    return sum(max(1, math.ceil(fraction * n - 1e-9)) for n in counts)

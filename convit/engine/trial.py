@@ -1,0 +1,389 @@
+"""One training run (`run_trial`): the DeiT recipe, exact checkpoint/resume, DDP, per-epoch metrics.
+
+Exactness rests on three things: the data order and each sample's augmentation are pure functions of
+(seed, epoch, position) (see convit.data.order); every RNG stream the training step draws from is saved
+in the checkpoint (for every rank); and checkpoints are only taken at optimizer-step boundaries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from ..config import TrialConfig
+from ..data import EpochBatchSampler, TrialData, build_data, check_data
+from ..data.dataset import seeded
+from . import records, rng
+from .checkpoint import load_latest, save_checkpoint
+from .control import ConfigMismatch, Reporter, TrialControl, TrialFailed, TrialInterrupted
+from .distributed import DistContext, all_reduce_sum, gather_objects, setup
+
+log = logging.getLogger("convit.engine")
+ANALYSIS_IMAGES = 16
+CHECKPOINT_FORMAT = 1
+
+
+def run_trial(config: TrialConfig, out_dir: Path, reporter: Reporter | None = None,
+              control: TrialControl | None = None) -> dict[str, float]:
+    """Train one trial into ``out_dir`` (resuming from its latest good checkpoint) and return the final
+    metrics.  Raises DataError / ConfigMismatch on bad input (before writing anything), TrialFailed on a
+    non-finite loss, TrialInterrupted after a requested stop checkpoint."""
+    out_dir = Path(out_dir)
+    ctx = setup()
+    try:
+        check_data(config, ctx.world_size)
+        records.check_same_trial(out_dir, config.config_hash())
+        final = records.read_json(out_dir / records.FINAL_FILE)
+        if final is not None:
+            return final["metrics"]
+        return _Trial(config, out_dir, ctx, reporter, control or TrialControl()).run()
+    finally:
+        ctx.close()
+
+
+def _amp_context(amp: str, device: torch.device) -> contextlib.AbstractContextManager:
+    if amp == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _peak_mem_mb(device: torch.device) -> float:
+    """Peak accelerator memory this epoch on GPU; peak resident memory of the process on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class _Trial:
+    """The components of one run and the loop over them; state lives here, not in globals."""
+
+    def __init__(self, cfg: TrialConfig, out_dir: Path, ctx: DistContext, reporter: Reporter | None,
+                 control: TrialControl):
+        self.cfg, self.out_dir, self.ctx, self.reporter, self.control = cfg, out_dir, ctx, reporter, control
+        self.res = cfg.resolve(ctx.world_size, ctx.device.type == "cuda")
+        self.hash = cfg.config_hash()
+        self.ckpt_dir = out_dir / "checkpoints"
+        self.data: TrialData = build_data(cfg)
+        self._build_model()
+        self._build_loaders()
+        self._build_optim()
+        self.epoch, self.step, self.global_step = 0, 0, 0
+        self.partial = {"loss_sum": 0.0, "steps": 0, "train_time": 0.0}
+        self.metrics: list[dict[str, Any]] = []
+        self.best_top1: float | None = None
+        self._agreed_stop = False
+        self._epoch_train_s = 0.0
+
+    # ------------------------------------------------------------------------------ construction
+    def _build_model(self) -> None:
+        import convit
+
+        rng.seed_all(self.cfg.seed)  # identical initial weights on every rank and every (re)start
+        self.raw = convit.create_model(self.cfg.model, num_classes=self.data.num_classes,
+                                       **self.cfg.model_kwargs).to(self.ctx.device)
+        rng.seed_all(self.cfg.seed + self.ctx.rank)  # per-rank streams for drop path and mixup
+        model: nn.Module = self.raw
+        if self.ctx.distributed:
+            ids = [self.ctx.device] if self.ctx.device.type == "cuda" else None
+            model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        self.model = torch.compile(model) if self.cfg.compile else model
+        self.ema = None
+        if self.cfg.ema:
+            from timm.utils import ModelEmaV3
+
+            self.ema = ModelEmaV3(self.raw, decay=self.cfg.ema_decay)
+
+    def _build_loaders(self) -> None:
+        cfg, ctx = self.cfg, self.ctx
+        self.sampler = EpochBatchSampler(self.data.subset, cfg.seed, cfg.batch_size, cfg.repeated_aug,
+                                         cfg.repeated_aug_budget, ctx.rank, ctx.world_size)
+        common = dict(num_workers=cfg.num_workers, pin_memory=ctx.device.type == "cuda",
+                      persistent_workers=cfg.num_workers > 0)
+        # A private generator: creating a loader iterator must not draw from the global torch RNG, or a
+        # resumed run (which creates its iterator at a different point) would diverge.
+        self.train_loader = DataLoader(self.data.train, batch_sampler=self.sampler,
+                                       generator=torch.Generator(), **common)
+        val_idx = list(range(ctx.rank, len(self.data.val), ctx.world_size))
+        self.val_loader = DataLoader(self.data.val, batch_size=self.res.batch_per_rank, sampler=val_idx,
+                                     generator=torch.Generator(), **common)
+        picks = np.random.default_rng(0).choice(len(self.data.val), min(ANALYSIS_IMAGES, len(self.data.val)),
+                                                replace=False)
+        self.analysis_images = torch.stack([self.data.val[int(i)][0] for i in np.sort(picks)])
+
+    def _build_optim(self) -> None:
+        from timm.data import Mixup
+        from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+        from timm.optim import create_optimizer_v2
+        from timm.scheduler import CosineLRScheduler
+
+        cfg, res = self.cfg, self.res
+        self.optimizer = create_optimizer_v2(self.raw, opt=cfg.opt, lr=res.lr, weight_decay=cfg.weight_decay,
+                                             eps=cfg.opt_eps)
+        steps = self.sampler.steps
+        self.scheduler = CosineLRScheduler(
+            self.optimizer, t_initial=res.epochs * steps, lr_min=cfg.min_lr,
+            warmup_t=int(round(res.warmup_epochs * steps)), warmup_lr_init=cfg.warmup_lr, t_in_epochs=False)
+        self.scaler = torch.amp.GradScaler(self.ctx.device.type) if res.amp == "fp16" else None
+        mixing = (cfg.mixup > 0 or cfg.cutmix > 0) and cfg.mixup_prob > 0
+        self.mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob,
+                           switch_prob=cfg.mixup_switch_prob, mode=cfg.mixup_mode,
+                           label_smoothing=cfg.label_smoothing, num_classes=self.data.num_classes) if mixing else None
+        if mixing:
+            self.criterion: nn.Module = SoftTargetCrossEntropy()
+        elif cfg.label_smoothing > 0:
+            self.criterion = LabelSmoothingCrossEntropy(smoothing=cfg.label_smoothing)
+        else:
+            self.criterion = nn.CrossEntropyLoss()
+
+    # ------------------------------------------------------------------------------ checkpoint state
+    def _state(self) -> dict[str, Any]:
+        rng_states = gather_objects(rng.capture(), self.ctx)  # collective: every rank calls _state
+        return {
+            "format": CHECKPOINT_FORMAT, "config_hash": self.hash,
+            "epoch": self.epoch, "step": self.step, "global_step": self.global_step,
+            "model": self.raw.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "ema": self.ema.state_dict() if self.ema else None,
+            "rng": rng_states, "partial": dict(self.partial), "metrics": list(self.metrics),
+            "best_val_top1": self.best_top1, "world_size": self.ctx.world_size,
+        }
+
+    def _save(self) -> Path | None:
+        state = self._state()
+        if not self.ctx.is_main:
+            return None
+        save_checkpoint(self.ckpt_dir, state)
+        return self.ckpt_dir
+
+    def _resume(self) -> None:
+        state = load_latest(self.ckpt_dir)
+        if state is None:
+            if self.ctx.is_main:
+                records.rewrite_metrics(self.out_dir, [])
+            return
+        if state["config_hash"] != self.hash:
+            raise ConfigMismatch(f"checkpoint in {self.ckpt_dir} belongs to config {state['config_hash']}, "
+                                 f"not {self.hash}")
+        self.raw.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler and state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        if self.ema and state["ema"]:
+            self.ema.load_state_dict(state["ema"])
+        self.epoch, self.step, self.global_step = state["epoch"], state["step"], state["global_step"]
+        self.partial, self.metrics = dict(state["partial"]), list(state["metrics"])
+        self.best_top1 = state["best_val_top1"]
+        if len(state["rng"]) != self.ctx.world_size:
+            log.warning("resuming a %d-process checkpoint on %d processes: RNG streams are re-derived, the "
+                        "result will not be bit-identical", len(state["rng"]), self.ctx.world_size)
+        rng.restore(state["rng"][self.ctx.rank % len(state["rng"])])
+        if self.ctx.is_main:
+            records.rewrite_metrics(self.out_dir, self.metrics)
+            log.info("resumed %s at epoch %d step %d", self.out_dir, self.epoch, self.step)
+
+    # ------------------------------------------------------------------------------ the loop
+    def run(self) -> dict[str, float]:
+        if self.ctx.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            records.write_json(self.out_dir / records.CONFIG_FILE, {
+                "config": self.cfg.to_dict(), "config_hash": self.hash, "resolved": self.res.to_dict(),
+                "subset": self.data.subset_record, "steps_per_epoch": self.sampler.steps})
+        self._resume()
+        while self.epoch < self.res.epochs:
+            self._run_epoch()
+        self.control.saved.set()  # whatever was asked, the final checkpoint holds everything
+        final = self._final()
+        if self.ctx.is_main:
+            records.write_json(self.out_dir / records.FINAL_FILE,
+                               {"metrics": final, "subset": self.data.subset_record, "config_hash": self.hash})
+        return final
+
+    def _final(self) -> dict[str, float]:
+        last = dict(self.metrics[-1]) if self.metrics else {}
+        evals = [m for m in self.metrics if "val_top1" in m]
+        if evals:
+            last.update({k: v for k, v in evals[-1].items() if k.startswith(("val_", "ema_val_"))})
+        last["best_val_top1"] = self.best_top1 if self.best_top1 is not None else float("nan")
+        last["train_images"] = float(self.data.subset_record["size"])
+        return {k: float(v) for k, v in last.items()}
+
+    def _run_epoch(self) -> None:
+        epoch, t0 = self.epoch, time.perf_counter()
+        if self.ctx.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.ctx.device)
+        self._train_epoch()
+        row: dict[str, Any] = {"epoch": epoch, **self._train_stats()}
+        last = epoch + 1 == self.res.epochs
+        if (epoch + 1) % self.cfg.eval_every == 0 or last:
+            row.update(self._evaluate(self.model, "val"))
+            if self.ema is not None:
+                row.update(self._evaluate(self.ema.module, "ema_val"))
+            self.best_top1 = max(self.best_top1 or 0.0, row["val_top1"])
+        if self.cfg.analysis_every and ((epoch + 1) % self.cfg.analysis_every == 0 or last):
+            row.update(self._analysis())
+        if self.best_top1 is not None:
+            row["best_val_top1"] = self.best_top1
+        row["peak_mem_mb"] = _peak_mem_mb(self.ctx.device)
+        row["epoch_time_s"] = self.partial["train_time"] + (time.perf_counter() - t0 - self._epoch_train_s)
+        self.metrics.append(row)
+        self.epoch, self.step = epoch + 1, 0
+        self.partial = {"loss_sum": 0.0, "steps": 0, "train_time": 0.0}
+        due = (epoch + 1) % self.cfg.checkpoint_every == 0 or last
+        ckpt = self._save() if due else None
+        if self.ctx.is_main:
+            records.append_metrics(self.out_dir, row)
+            if self.reporter is not None:
+                self.reporter.report(epoch, row, ckpt)
+
+    def _train_stats(self) -> dict[str, float]:
+        p, steps = self.partial, self.sampler.steps
+        images = steps * self.cfg.batch_size
+        return {
+            "train_loss": p["loss_sum"] / max(1, p["steps"]),
+            "lr": float(self.optimizer.param_groups[0]["lr"]),
+            "img_per_s": images / p["train_time"] if p["train_time"] > 0 else float("nan"),
+        }
+
+    def _train_epoch(self) -> None:
+        self.model.train()
+        self.sampler.set_epoch(self.epoch, self.step)
+        t_start = time.perf_counter()
+        base_time = self.partial["train_time"]
+        with _progress(self.ctx.is_main, self.epoch, self.sampler.steps, self.step) as advance:
+            for x, y in self.train_loader:
+                loss = self._train_step(x, y)
+                self.step += 1
+                self.partial["loss_sum"] += loss
+                self.partial["steps"] += 1
+                self.partial["train_time"] = base_time + time.perf_counter() - t_start
+                advance(loss)
+                if self._agreed_request():
+                    self._on_request()
+        self._epoch_train_s = time.perf_counter() - t_start
+
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> float:
+        dev = self.ctx.device
+        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        if self.mixup is not None:
+            x, y = self.mixup(x, y)
+        with _amp_context(self.res.amp, dev):
+            loss = self.criterion(self.model(x), y)
+        value = self._global_loss(loss.detach())
+        if not math.isfinite(value):
+            raise TrialFailed(f"non-finite training loss ({value}) at epoch {self.epoch}, step {self.step} "
+                              f"(lr {self.optimizer.param_groups[0]['lr']:.3g}); lower lr or enable clip_grad")
+        self.optimizer.zero_grad(set_to_none=True)
+        params = [p for p in self.raw.parameters() if p.requires_grad]
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            if self.cfg.clip_grad:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(params, self.cfg.clip_grad)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            if self.cfg.clip_grad:
+                torch.nn.utils.clip_grad_norm_(params, self.cfg.clip_grad)
+            self.optimizer.step()
+        self.global_step += 1
+        self.scheduler.step_update(self.global_step)
+        if self.ema is not None:
+            self.ema.update(self.raw, step=self.global_step)
+        return value
+
+    def _global_loss(self, loss: torch.Tensor) -> float:
+        """The batch loss averaged over ranks (equal shards), so a NaN on one rank stops them all."""
+        if not self.ctx.distributed:
+            return float(loss.float())
+        t = loss.float().reshape(1)
+        return float(all_reduce_sum(t, self.ctx)) / self.ctx.world_size
+
+    def _agreed_request(self) -> bool:
+        """Whether any rank was asked for a checkpoint (so all ranks take it at the same step)."""
+        if not self.ctx.distributed:
+            return self.control.pending
+        flags = torch.tensor([float(self.control.pending), float(self.control.stop_requested)],
+                             device=self.ctx.device)
+        all_reduce_sum(flags, self.ctx)
+        self._agreed_stop = bool(flags[1] > 0)
+        return bool(flags[0] > 0)
+
+    def _on_request(self) -> None:
+        stop = self.control.take()
+        if self.ctx.distributed:
+            stop = stop or self._agreed_stop
+        self._save()
+        self.control.saved.set()
+        if stop:
+            raise TrialInterrupted(f"stopped at epoch {self.epoch}, step {self.step}; checkpoint in {self.ckpt_dir}")
+
+    # ------------------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def _evaluate(self, model: nn.Module, prefix: str) -> dict[str, float]:
+        model.eval()
+        dev, k = self.ctx.device, min(5, self.data.num_classes)
+        sums = torch.zeros(4, dtype=torch.float64, device=dev)
+        for x, y in self.val_loader:
+            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+            with _amp_context(self.res.amp, dev):
+                out = model(x)
+            out = out.float()
+            top = out.topk(k, dim=1).indices
+            hit = top.eq(y[:, None])
+            sums += torch.stack([F.cross_entropy(out, y, reduction="sum").double(),
+                                 hit[:, 0].sum().double(), hit.any(dim=1).sum().double(),
+                                 torch.tensor(float(len(y)), dtype=torch.float64, device=dev)])
+        all_reduce_sum(sums, self.ctx)
+        loss, top1, top5, n = sums.tolist()
+        model.train()
+        return {f"{prefix}_loss": loss / n, f"{prefix}_top1": 100.0 * top1 / n, f"{prefix}_top5": 100.0 * top5 / n}
+
+    @torch.no_grad()
+    def _analysis(self) -> dict[str, float]:
+        """Gating and nonlocality on fixed val images (rank 0 only; it draws no training randomness)."""
+        if not self.ctx.is_main:
+            return {}
+        try:
+            from convit import analysis
+        except ImportError:
+            return {}
+        if not hasattr(analysis, "attention_metrics"):
+            return {}
+        was_training = self.raw.training
+        self.raw.eval()
+        try:
+            with seeded(0):
+                found = analysis.attention_metrics(self.raw, self.analysis_images.to(self.ctx.device))
+        finally:
+            self.raw.train(was_training)
+        return {k: float(v) for k, v in found.items()}
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, epoch: int, total: int, done: int):
+    """A rich progress bar for the epoch when stdout is a terminal; a no-op otherwise."""
+    if not (enabled and sys.stdout.isatty()):
+        yield lambda loss: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn(f"epoch {epoch}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  TextColumn("loss {task.fields[loss]:.4f}"), transient=True) as bar:
+        task = bar.add_task("train", total=total, completed=done, loss=float("nan"))
+        yield lambda loss: bar.update(task, advance=1, loss=loss)

@@ -1,0 +1,103 @@
+"""Command line for one training run: ``python -m convit.train CONFIG [key=value ...] --out DIR``.
+
+Running it again with the same DIR resumes from the latest good checkpoint.  SIGTERM and SIGUSR2 (what
+local runners and SLURM send before killing a job) save an exact checkpoint and exit with code 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .config import PRESETS, ConfigError, TrialConfig, load_config
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 3
+
+_EPILOG = f"""\
+CONFIG is a YAML file of TrialConfig keys (it may start from a preset with 'preset: NAME') or a preset
+name: {', '.join(sorted(PRESETS))}.  Overrides use dotted keys for nested values and YAML for values:
+  python -m convit.train cifar data_fraction=0.1 model_kwargs.locality_strength=0.1 --out runs/x
+  python -m convit.train smoke --out /tmp/smoke
+The data folder comes from data_root=... or the CONVIT_DATA_ROOT environment variable.
+DIR receives config.json, metrics.jsonl, checkpoints/ and final.json; running again on DIR resumes.
+Exit codes: 0 done, 1 trial failed (e.g. non-finite loss), 2 bad input (nothing written),
+3 stopped by SIGTERM/SIGUSR2 after saving a checkpoint (run again to resume).
+See docs/training.md for every key."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m convit.train", description="Train one ConViT/DeiT trial (resumable).",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", metavar="CONFIG", help="YAML file or preset name")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (dotted keys)")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory (resumed if present)")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    return p
+
+
+def _validate(args: argparse.Namespace) -> TrialConfig:
+    """Everything that can be refused before DIR is touched: config, data, an existing different trial."""
+    from .data import check_data
+    from .engine.records import check_same_trial
+
+    cfg = load_config(args.config, args.overrides)
+    check_data(cfg)
+    check_same_trial(args.out, cfg.config_hash())
+    return cfg
+
+
+def _install_signal_handlers(control) -> None:
+    def handler(signum, frame):  # noqa: ARG001 - signal API
+        control.request_checkpoint(stop=True)
+
+    for sig in (signal.SIGTERM, signal.SIGUSR2):
+        try:
+            signal.signal(sig, handler)
+        except ValueError:  # not the main thread: the caller owns signal handling
+            return
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point shared by ``python -m convit.train`` and ``convit-sweep train``; returns the exit code."""
+    from .data import DataError
+    from .engine import ConfigMismatch, TrialControl, TrialFailed, TrialInterrupted, run_trial
+
+    try:
+        args = _parser().parse_intermixed_args(argv)
+    except SystemExit as exc:  # argparse already printed usage or help
+        return int(exc.code or 0)
+    if args.out.exists() and not args.out.is_dir():
+        print(f"error: --out {args.out} exists and is not a directory", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        cfg = _validate(args)
+    except (ConfigError, DataError, ConfigMismatch) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.print_config:
+        print(json.dumps({"config": cfg.to_dict(), "config_hash": cfg.config_hash(),
+                          "resolved": cfg.resolve().to_dict()}, indent=2))
+        return EXIT_OK
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    control = TrialControl()
+    _install_signal_handlers(control)
+    try:
+        final = run_trial(cfg, args.out, control=control)
+    except TrialFailed as err:
+        print(f"trial failed: {err.reason}", file=sys.stderr)
+        return EXIT_FAILED
+    except TrialInterrupted as err:
+        print(f"interrupted: {err}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(json.dumps(final, indent=2, sort_keys=True))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""The local backend (the default): trials run on this machine as separate processes, N at a time.
+
+Each trial is ``python -m orchestrator.trial_runner TRIAL_DIR`` in its own session (so a Ctrl-C in the terminal
+reaches only this scheduler, which then stops the trials cleanly), with its CPU budget applied to torch's
+threads (``OMP_NUM_THREADS``/``MKL_NUM_THREADS``/``CONVIT_NUM_THREADS``) and its GPUs pinned with
+``CUDA_VISIBLE_DEVICES``. ``submit`` blocks and shows progress; ``cancel`` (from any shell) sends SIGTERM to
+the scheduler, which forwards it to its trials: each writes an exact checkpoint and exits, and the next
+``submit`` of the same sweep resumes them.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from orchestrator.backends.base import Backend
+from orchestrator.errors import OrchestratorError
+from orchestrator.sections import LocalSection
+from orchestrator.trial_runner import EXIT_DONE, EXIT_INTERRUPTED, THREADS_ENV
+from orchestrator.workdir import (SweepContext, TrialStatus, pid_alive, read_json, read_metrics, read_trials,
+                                  trial_status, write_json)
+
+STATE_FILE = "local.json"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class _Running:
+    trial: Any
+    proc: subprocess.Popen[bytes]
+    gpus: list[str]
+    log: Any
+    task: TaskID | None = None
+    started: float = field(default_factory=time.time)
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _visible_gpus() -> list[str]:
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g for g in env.split(",") if g.strip()]
+    try:
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # noqa: BLE001 - no torch or no driver: no GPUs
+        return []
+
+
+class LocalBackend(Backend):
+    name = "local"
+    blocking = True
+
+    def __init__(self, console: Console | None = None, poll_s: float = 0.5):
+        self.console = console or Console(stderr=True)
+        self.poll_s = poll_s
+        self._stop_requested = False
+
+    # ---------------------------------------------------------------------------------------------- submit
+    def submit(self, sweep: SweepContext, trials: list[Any]) -> None:
+        opts = LocalSection.model_validate(sweep.options or {})
+        slots, gpu_pool = self._capacity(opts)
+        state_path = sweep.sweep_dir / STATE_FILE
+        write_json(state_path, {"scheduler_pid": os.getpid(), "started": time.time()})
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        queue: deque[Any] = deque(trials)
+        running: dict[str, _Running] = {}
+        counts = {"done": 0, "failed": 0, "interrupted": 0}
+        try:
+            with self._progress() as progress:
+                overall = progress.add_task(self._summary(sweep, counts, running, queue), total=len(trials))
+                try:
+                    while (queue or running) and not self._stop_requested:
+                        while queue and len(running) < slots and len(gpu_pool) >= opts.gpus_per_trial:
+                            self._start(sweep, queue.popleft(), opts, gpu_pool, running, progress)
+                        self._reap(sweep, running, gpu_pool, counts, progress)
+                        self._refresh(sweep, running, progress)
+                        progress.update(overall, completed=sum(counts.values()),
+                                        description=self._summary(sweep, counts, running, queue))
+                        time.sleep(self.poll_s)
+                except KeyboardInterrupt:
+                    self._stop_requested = True
+                if self._stop_requested and running:
+                    progress.console.print(f"stopping {len(running)} running trial(s): each writes a checkpoint "
+                                           "first (Ctrl-C again to kill them now)")
+                    self._stop_all(running, opts.stop_grace_s)
+                    self._reap(sweep, running, gpu_pool, counts, progress)
+                progress.update(overall, completed=sum(counts.values()),
+                                description=self._summary(sweep, counts, running, queue))
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            state_path.unlink(missing_ok=True)
+
+    def _capacity(self, opts: LocalSection) -> tuple[int, list[str]]:
+        cpus = _cpu_count()
+        slots = max(1, min(opts.max_parallel, cpus // opts.cpus_per_trial or 1))
+        if slots < opts.max_parallel:
+            self.console.print(f"[yellow]local: {cpus} CPU(s) allow {slots} trial(s) of {opts.cpus_per_trial} "
+                               f"CPU(s) at a time (max_parallel is {opts.max_parallel})[/]")
+        gpus = _visible_gpus() if opts.gpus_per_trial else []
+        if opts.gpus_per_trial:
+            if len(gpus) < opts.gpus_per_trial:
+                raise OrchestratorError(f"local.gpus_per_trial is {opts.gpus_per_trial} but this machine shows "
+                                        f"{len(gpus)} GPU(s); lower it or run elsewhere")
+            slots = min(slots, len(gpus) // opts.gpus_per_trial)
+        return slots, gpus
+
+    def _start(self, sweep: SweepContext, trial: Any, opts: LocalSection, gpu_pool: list[str],
+               running: dict[str, _Running], progress: Progress) -> None:
+        trial_dir = sweep.trial_dir(trial.id)
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        if not (trial_dir / "trial.json").exists():
+            write_json(trial_dir / "trial.json", trial.to_dict())
+        gpus = [gpu_pool.pop(0) for _ in range(opts.gpus_per_trial)]
+        env = dict(os.environ)
+        threads = str(opts.cpus_per_trial)
+        env.update({"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, THREADS_ENV: threads,
+                    "CUDA_VISIBLE_DEVICES": ",".join(gpus), "PYTHONUNBUFFERED": "1",
+                    "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)})
+        log = open(trial_dir / "trial.log", "ab")
+        proc = subprocess.Popen([sys.executable, "-m", "orchestrator.trial_runner", str(trial_dir)],
+                                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        entry = _Running(trial, proc, gpus, log)
+        entry.task = progress.add_task(f"  {trial.name}", total=_epochs(trial), completed=len(read_metrics(trial_dir)))
+        running[trial.id] = entry
+        progress.console.print(f"started  {trial.id}  {trial.name}  (pid {proc.pid})")
+
+    def _reap(self, sweep: SweepContext, running: dict[str, _Running], gpu_pool: list[str], counts: dict[str, int],
+              progress: Progress) -> None:
+        for trial_id, entry in list(running.items()):
+            code = entry.proc.poll()
+            if code is None:
+                continue
+            entry.log.close()
+            gpu_pool.extend(entry.gpus)
+            if entry.task is not None:
+                progress.remove_task(entry.task)
+            del running[trial_id]
+            minutes = (time.time() - entry.started) / 60
+            if code == EXIT_DONE:
+                counts["done"] += 1
+                progress.console.print(f"[green]done[/]     {trial_id}  {entry.trial.name}  ({minutes:.1f} min)")
+            elif code == EXIT_INTERRUPTED or self._stop_requested:
+                counts["interrupted"] += 1
+                progress.console.print(f"[yellow]stopped[/]  {trial_id}  {entry.trial.name}  (resubmit to resume)")
+            else:
+                counts["failed"] += 1
+                reason = (read_json(sweep.trial_dir(trial_id) / "status.json", {}) or {}).get("error") or f"exit {code}"
+                progress.console.print(f"[red]failed[/]   {trial_id}  {entry.trial.name}: {reason}  "
+                                       f"(log: {sweep.trial_dir(trial_id) / 'trial.log'})")
+
+    def _refresh(self, sweep: SweepContext, running: dict[str, _Running], progress: Progress) -> None:
+        for entry in running.values():
+            if entry.task is not None:
+                progress.update(entry.task, completed=len(read_metrics(sweep.trial_dir(entry.trial.id))))
+
+    def _stop_all(self, running: dict[str, _Running], grace_s: float) -> None:
+        for entry in running.values():
+            _signal(entry.proc.pid, signal.SIGTERM)
+        deadline = time.time() + grace_s
+        try:
+            while time.time() < deadline and any(e.proc.poll() is None for e in running.values()):
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            pass
+        for entry in running.values():
+            if entry.proc.poll() is None:
+                _signal(entry.proc.pid, signal.SIGKILL)
+                entry.proc.wait()
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        self._stop_requested = True
+
+    def _progress(self) -> Progress:
+        return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=self.console, transient=False)
+
+    @staticmethod
+    def _summary(sweep: SweepContext, counts: dict[str, int], running: dict[str, Any], queue: deque[Any]) -> str:
+        parts = [f"[green]{counts['done']} done[/]", f"{len(running)} running", f"{len(queue)} queued"]
+        if counts["failed"]:
+            parts.append(f"[red]{counts['failed']} failed[/]")
+        if counts["interrupted"]:
+            parts.append(f"[yellow]{counts['interrupted']} stopped[/]")
+        return f"[bold]{sweep.name}[/]: " + " · ".join(parts)
+
+    # ---------------------------------------------------------------------------------------- status/cancel
+    def status(self, sweep: SweepContext) -> list[TrialStatus]:
+        statuses = [trial_status(t, sweep.trial_dir(t.id)) for t in read_trials(sweep)]
+        scheduler = (read_json(sweep.sweep_dir / STATE_FILE, {}) or {}).get("scheduler_pid")
+        if scheduler and pid_alive(scheduler):
+            for s in statuses:
+                if s.state == "pending":
+                    s.detail = "queued"
+        return statuses
+
+    def cancel(self, sweep: SweepContext) -> None:
+        """SIGTERM to the scheduler (it stops its trials, each after a checkpoint); trials left without a live
+        scheduler get the SIGTERM directly. Returns once they have all exited."""
+        scheduler = (read_json(sweep.sweep_dir / STATE_FILE, {}) or {}).get("scheduler_pid")
+        pids = [int(s.ref) for s in self.status(sweep) if s.state == "running" and s.ref]
+        if scheduler and pid_alive(scheduler):
+            _signal(int(scheduler), signal.SIGTERM)
+            targets = [int(scheduler), *pids]
+        else:
+            for pid in pids:
+                _signal(pid, signal.SIGTERM)
+            targets = pids
+        grace = LocalSection.model_validate(sweep.options or {}).stop_grace_s + 10
+        deadline = time.time() + grace
+        while time.time() < deadline and any(pid_alive(p) for p in targets):
+            time.sleep(0.2)
+        for pid in targets:
+            if pid_alive(pid):
+                _signal(pid, signal.SIGKILL)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _epochs(trial: Any) -> int | None:
+    try:
+        return int(trial.config.resolve().epochs)
+    except Exception:  # noqa: BLE001
+        return getattr(trial.config, "epochs", None)

@@ -1,0 +1,305 @@
+"""``convit-sweep``: submit sweeps, watch them, stop them, compare their runs, train one config, serve MLflow.
+
+Exit codes: 0 success; 1 some trials failed or were stopped (resubmit to resume); 2 bad input (nothing was
+submitted or logged); 130 interrupted by Ctrl-C.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from orchestrator.backends import BACKENDS
+from orchestrator.errors import OrchestratorError
+from orchestrator.workdir import WORKDIR_ENV
+
+EXIT_OK, EXIT_TRIALS, EXIT_USAGE, EXIT_INTERRUPT = 0, 1, 2, 130
+# Output going to a file or a pipe keeps whole lines (rich would wrap at 80 columns there).
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+_EPILOG = f"""The working folder defaults to ./runs (or ${WORKDIR_ENV}): runs/mlflow.db is the embedded MLflow
+store, runs/sweeps/<name>/ holds each sweep and its trials. See docs/sweeps.md for the sweep file format."""
+
+
+# -------------------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="convit-sweep", description="Run ConViT/DeiT sweeps from YAML on a local machine, Ray or SLURM, "
+        "tracked in MLflow.", epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("submit", help="run a sweep file (only its unfinished trials)",
+                       description="Validate a sweep file, expand it into trials and run those not finished yet "
+                       "(submitting again resumes interrupted trials and skips finished ones).",
+                       epilog="examples:\n  convit-sweep submit sweeps/quickstart.yaml\n"
+                       "  convit-sweep submit sweeps/data_fraction.yaml --dry-run seeds=[0] epochs=2\n"
+                       "  convit-sweep submit sweeps/gating_init.yaml grid.local_up_to_layer=[0,3] "
+                       "local.max_parallel=2",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("file", type=Path, help="the sweep YAML file")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="trial keys set for every trial (epochs=2, model_kwargs.img_size=32), or sweep sections "
+                   "(seeds=[0], grid.data_fraction=[0.1,1.0], local.max_parallel=2); values are YAML")
+    p.add_argument("--backend", choices=sorted(BACKENDS), default="local", help="where trials run (default: local)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the trials and what would be submitted; write nothing, log nothing")
+    _common(p, tracking=True)
+
+    p = sub.add_parser("status", help="state of each trial of a sweep",
+                       description="Show each trial's state (pending, running, done, failed, interrupted), its "
+                       "epoch and last metrics, read from the working folder and the backend.")
+    p.add_argument("sweep", help="sweep name (or its YAML file)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _common(p)
+
+    p = sub.add_parser("cancel", help="stop a sweep's running trials (they checkpoint first)",
+                       description="Stop the running trials of a sweep: each writes an exact checkpoint and exits; "
+                       "submitting the sweep again resumes them.")
+    p.add_argument("sweep", help="sweep name (or its YAML file)")
+    _common(p)
+
+    p = sub.add_parser("compare", help="table and plots of a sweep's results from MLflow",
+                       description="Read a sweep's runs from MLflow, print final metrics grouped by the sweep's "
+                       "axes (mean ± std over seeds), write PNG plots and log them to the sweep's parent run.")
+    p.add_argument("sweep", help="sweep name (or its YAML file)")
+    p.add_argument("--out", type=Path, help="folder for the plots (default: runs/sweeps/<name>/compare)")
+    p.add_argument("--experiment", help="MLflow experiment (default: the one the sweep was submitted to)")
+    _common(p, tracking=True)
+
+    p = sub.add_parser("train", help="train one config (the engine's CLI: convit.train)", add_help=False,
+                       description="Train one trial config; all arguments go to `python -m convit.train` "
+                       "(try: convit-sweep train --help).")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="CONFIG.yaml [key=value ...] --out DIR")
+
+    p = sub.add_parser("server", help="serve the MLflow UI and API over the working folder's store",
+                       description="Start a real `mlflow server` (sqlite backend in the working folder, artifacts "
+                       "folder, 127.0.0.1, one worker), print its URI, stop it with Ctrl-C. Point sweeps at it with "
+                       "--tracking-uri URI (recommended when many trials log at once).")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    p.add_argument("--backend-store-uri", help="default: sqlite:///<workdir>/mlflow.db")
+    p.add_argument("--workdir", type=Path, help=f"working folder (default ./runs or ${WORKDIR_ENV})")
+    return parser
+
+
+def _common(p: argparse.ArgumentParser, tracking: bool = False) -> None:
+    p.add_argument("--workdir", type=Path, help=f"working folder (default ./runs or ${WORKDIR_ENV})")
+    if tracking:
+        p.add_argument("--tracking-uri", help="MLflow tracking URI (default: the file's tracking.uri, then "
+                       "$MLFLOW_TRACKING_URI, then sqlite:///<workdir>/mlflow.db)")
+
+
+# ------------------------------------------------------------------------------------------------ commands
+def cmd_submit(args: argparse.Namespace) -> int:
+    from orchestrator.backends import get_backend
+    from orchestrator.expand import load_sweep
+    from orchestrator.sweep import make_context, submit_sweep, tracking_uri_for
+    from orchestrator.workdir import resolve_workdir
+
+    spec, trials = load_sweep(args.file, args.overrides)
+    workdir = resolve_workdir(args.workdir)
+    uri = tracking_uri_for(spec, workdir, args.tracking_uri)
+    ctx = make_context(spec, workdir, args.backend, uri)
+    if args.dry_run:
+        _print_dry_run(spec, trials, ctx)
+        return EXIT_OK
+    backend = get_backend(args.backend)
+    console.print(f"sweep [bold]{spec.name}[/]: {len(trials)} trial(s) on the {args.backend} backend; "
+                  f"tracking {uri} (experiment '{ctx.experiment}')")
+    result = submit_sweep(spec, trials, backend, ctx)
+    if result.skipped:
+        console.print(f"{len(result.skipped)} trial(s) already finished: skipped")
+    if not result.submitted:
+        console.print("nothing to run: every trial has finished")
+    _print_status(ctx.name, result.statuses)
+    ui = f"   ·   UI: mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else f"   ·   UI: {uri}"
+    console.print(f"results: convit-sweep compare {spec.name}{_workdir_flag(args.workdir)}{ui}", highlight=False)
+    if not backend.blocking:
+        return EXIT_OK
+    if result.unfinished:
+        failed = len(result.failed)
+        stopped = len(result.unfinished) - failed
+        err_console.print(f"[red]{failed} trial(s) failed[/], {stopped} stopped: see `convit-sweep status "
+                          f"{spec.name}`; submitting again reruns or resumes them")
+        return EXIT_TRIALS
+    return EXIT_OK
+
+
+def _workdir_flag(workdir: Path | None) -> str:
+    return f" --workdir {workdir}" if workdir else ""
+
+
+def _print_dry_run(spec: Any, trials: list[Any], ctx: Any) -> None:
+    from orchestrator.sweep import finished_on_disk
+
+    axes = spec.axis_keys()
+    table = Table(title=f"sweep {spec.name}: {len(trials)} trial(s)")
+    table.add_column("#", justify="right")
+    table.add_column("trial id")
+    leaves = [k.split(".")[-1] for k in axes]
+    for key, leaf in zip(axes, leaves):
+        table.add_column(leaf if leaves.count(leaf) == 1 else key)
+    done = finished_on_disk(ctx, trials)
+    table.add_column("state")
+    for i, trial in enumerate(trials):
+        table.add_row(str(i), trial.id, *(_fmt(trial.axes.get(k)) for k in axes),
+                      "finished" if trial.id in done else "to run")
+    console.print(table)
+    options = ", ".join(f"{k}={v}" for k, v in ctx.options.items())
+    console.print(f"would submit {len(trials) - len(done)} trial(s) ({len(done)} already finished) to the "
+                  f"[bold]{ctx.backend}[/] backend ({options})")
+    console.print(f"working folder: {ctx.sweep_dir}\ntracking: {ctx.tracking_uri} (experiment '{ctx.experiment}')")
+    console.print("dry run: nothing was written or logged")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def _sweep_name(arg: str) -> str:
+    """A sweep is named by its name, or by its YAML file (whose name: is read without validating the rest)."""
+    path = Path(arg)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        import yaml
+
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise OrchestratorError(f"{path}: invalid YAML: {exc}") from exc
+        return str(data.get("name") or path.stem) if isinstance(data, dict) else path.stem
+    return arg
+
+
+def _load_context(args: argparse.Namespace) -> Any:
+    from orchestrator.workdir import SweepContext, resolve_workdir
+
+    return SweepContext.load(resolve_workdir(args.workdir), _sweep_name(args.sweep))
+
+
+def _backend_for(ctx: Any) -> Any:
+    from orchestrator.backends import get_backend
+    from orchestrator.backends.base import Backend
+    from orchestrator.errors import BackendUnavailable
+
+    try:
+        return get_backend(ctx.backend)
+    except BackendUnavailable as exc:
+        err_console.print(f"[yellow]{exc}; showing what the working folder knows[/]")
+
+        class _FolderOnly(Backend):
+            def submit(self, sweep: Any, trials: list[Any]) -> None:
+                raise OrchestratorError("unavailable")
+
+            def cancel(self, sweep: Any) -> None:
+                raise OrchestratorError(str(exc))
+
+        return _FolderOnly()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    ctx = _load_context(args)
+    statuses = _backend_for(ctx).status(ctx)
+    if args.json:
+        print(json.dumps([s.__dict__ for s in statuses], indent=2, default=str))
+    else:
+        _print_status(ctx.name, statuses)
+    return EXIT_OK
+
+
+def _print_status(name: str, statuses: list[Any]) -> None:
+    table = Table(title=f"sweep {name}")
+    for col in ("trial id", "name", "state", "epochs", "val top-1", "detail"):
+        table.add_column(col)
+    colors = {"done": "green", "failed": "red", "running": "cyan", "interrupted": "yellow", "pending": "dim"}
+    for s in statuses:
+        done = None if s.epoch is None else int(s.epoch) + 1  # epochs are numbered from 0
+        epoch = "" if done is None else f"{done}/{s.epochs}" if s.epochs else str(done)
+        top1 = next((s.metrics[k] for k in ("val/top1", "val_top1", "top1") if k in s.metrics), None)
+        table.add_row(s.trial_id, s.name, f"[{colors.get(s.state, 'white')}]{s.state}[/]", epoch,
+                      "" if top1 is None else f"{top1:.2f}", s.detail[:80])
+    console.print(table)
+    counts: dict[str, int] = {}
+    for s in statuses:
+        counts[s.state] = counts.get(s.state, 0) + 1
+    console.print(" · ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no trials")
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    ctx = _load_context(args)
+    backend = _backend_for(ctx)
+    running = [s for s in backend.status(ctx) if s.state == "running"]
+    backend.cancel(ctx)
+    console.print(f"cancelled sweep {ctx.name}: {len(running)} running trial(s) stopped; "
+                  f"`convit-sweep submit` of the same file resumes them")
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from orchestrator.compare import compare
+    from orchestrator.workdir import SweepContext, resolve_workdir, sweep_dir
+
+    workdir = resolve_workdir(args.workdir)
+    name = _sweep_name(args.sweep)
+    try:
+        ctx = SweepContext.load(workdir, name)
+        uri, experiment = ctx.tracking_uri, ctx.experiment
+    except OrchestratorError:
+        if not args.tracking_uri:
+            raise
+        uri, experiment = args.tracking_uri, name
+    out = args.out or sweep_dir(workdir, name) / "compare"
+    compare(name, tracking_uri=args.tracking_uri or uri, experiment=args.experiment or experiment, out_dir=out,
+            console=console)
+    return EXIT_OK
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from convit.train import main as train_main
+
+    code = train_main(list(args.args))
+    return int(code or 0)
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    from orchestrator.server import serve_forever
+    from orchestrator.workdir import resolve_workdir
+
+    return serve_forever(resolve_workdir(args.workdir), host=args.host, port=args.port,
+                         backend_store_uri=args.backend_store_uri, console=console)
+
+
+COMMANDS = {"submit": cmd_submit, "status": cmd_status, "cancel": cmd_cancel, "compare": cmd_compare,
+            "train": cmd_train, "server": cmd_server}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:  # everything after 'train' belongs to the engine's parser, --help included
+        return cmd_train(argparse.Namespace(args=argv[1:]))
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "submit" and extra and not any(e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]  # key=value given after options
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        return COMMANDS[args.command](args)
+    except OrchestratorError as exc:
+        err_console.print("[red]error:[/]", escape(str(exc)), highlight=False, soft_wrap=True)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        err_console.print("interrupted; submitting the sweep again resumes it")
+        return EXIT_INTERRUPT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

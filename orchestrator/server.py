@@ -1,0 +1,123 @@
+"""A real ``mlflow server`` over the working folder's store, for the UI and for many concurrent writers.
+
+Started lean (measured in /work/shared/notes/stack.md): one uvicorn worker and no job runner
+(``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false``) — 2 processes and ~0.5 GB instead of 15 and ~3 GB — bound to
+127.0.0.1 unless asked otherwise. It runs in its own session and is stopped by its PID (SIGTERM ends the
+whole server), never by name.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from orchestrator.errors import OrchestratorError
+
+
+@dataclass
+class ServerHandle:
+    proc: subprocess.Popen[bytes]
+    uri: str
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """SIGTERM to the server's PID, SIGKILL to its process group if it has not ended in time."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(workdir: Path, host: str = "127.0.0.1", port: int = 5000, backend_store_uri: str | None = None,
+                 ready_timeout_s: float = 90.0) -> ServerHandle:
+    """Start the server and return once /health answers; raises OrchestratorError with its log if it cannot."""
+    from orchestrator.tracking import ARTIFACTS_DIR, default_tracking_uri
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port(host)
+    store = backend_store_uri or default_tracking_uri(workdir)
+    log_path = workdir / "mlflow-server.log"
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store,
+           "--artifacts-destination", str(workdir / ARTIFACTS_DIR), "--serve-artifacts",
+           "--host", host, "--port", str(port), "--workers", "1"]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                cwd=workdir)
+    handle = ServerHandle(proc, f"http://{host}:{port}", log_path)
+    deadline = time.time() + ready_timeout_s
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise OrchestratorError(f"mlflow server exited with code {proc.returncode} (is port {port} in use? "
+                                    f"try --port):\n{_tail(log_path)}")
+        if _healthy(handle.uri):
+            return handle
+        time.sleep(0.5)
+    handle.stop()
+    raise OrchestratorError(f"mlflow server did not answer on {handle.uri} within {ready_timeout_s:.0f} s:\n"
+                            f"{_tail(log_path)}")
+
+
+def _healthy(uri: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def serve_forever(workdir: Path, host: str = "127.0.0.1", port: int = 5000, backend_store_uri: str | None = None,
+                  console: Console | None = None) -> int:
+    """The ``convit-sweep server`` command: start, print the URI, wait for Ctrl-C or SIGTERM, stop by PID."""
+    console = console or Console()
+    handle = start_server(workdir, host, port, backend_store_uri)
+    console.print(f"MLflow server (pid {handle.pid}) at [bold]{handle.uri}[/]  ·  log: {handle.log_path}")
+    console.print(f"submit against it:  convit-sweep submit FILE --tracking-uri {handle.uri}")
+    console.print("Ctrl-C stops it")
+    stop = {"now": False}
+
+    def on_term(signum: int, frame: object) -> None:
+        stop["now"] = True
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        while not stop["now"] and handle.proc.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        handle.stop()
+    console.print("MLflow server stopped")
+    return 0

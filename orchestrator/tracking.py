@@ -1,0 +1,318 @@
+"""MLflow tracking: the only module that imports mlflow.
+
+One parent run per sweep (the sweep file as an artifact, tag ``sweep_id``) and one nested child run per trial
+(tag ``trial_id``, all trial params flattened, per-epoch metrics with ``step=epoch``). Trial processes log
+themselves, one ``log_batch`` per epoch, through :class:`MlflowReporter`.
+
+Exactly-once metric steps: every batch ends with the metric ``epoch`` (logged in the same ``log_batch``
+call, which the SQL store commits in one transaction), so the steps of ``epoch`` in MLflow are exactly the
+epochs already logged. A resumed trial first logs every metrics.jsonl epoch missing from that set, then the
+new ones; nothing is logged twice, nothing is skipped, whatever point the previous process died at.
+
+Many processes writing one sqlite file can hit "database is locked": every call is retried with jittered
+exponential backoff (the write is a single transaction, so a failed attempt wrote nothing).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import random
+import socket
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+from urllib.parse import urlparse
+
+from mlflow.entities import Metric, Param, RunTag, ViewType
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+DB_NAME = "mlflow.db"
+ARTIFACTS_DIR = "mlartifacts"
+EPOCH_METRIC = "epoch"
+FINAL_PREFIX = "final/"
+PARAM_VALUE_LIMIT = 6000
+BATCH_LIMIT = 100  # params per log_batch (MLflow's limit); metrics are capped at 1000, see _chunks
+ENV_TAGS = {"slurm_job_id": ("SLURM_ARRAY_JOB_ID", "SLURM_JOB_ID"), "slurm_array_task_id": ("SLURM_ARRAY_TASK_ID",),
+            "ray_trial_id": ("CONVIT_RAY_TRIAL_ID", "TUNE_TRIAL_ID")}
+
+
+# ---------------------------------------------------------------------------------------------------- URIs
+def default_tracking_uri(workdir: Path) -> str:
+    """The embedded store: a sqlite file inside the working folder, no server."""
+    return f"sqlite:///{(workdir / DB_NAME).resolve()}"
+
+
+def resolve_tracking_uri(workdir: Path, cli_uri: str | None = None, spec_uri: str | None = None) -> str:
+    """--tracking-uri, then the sweep file's tracking.uri, then $MLFLOW_TRACKING_URI, then the embedded store."""
+    return cli_uri or spec_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(workdir)
+
+
+def _artifact_root(uri: str) -> str | None:
+    """Artifacts of a sqlite store go next to the database (never into ./mlruns of whatever directory the
+    process runs in); a server decides for itself."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "sqlite":
+        return None
+    db = Path(uri.removeprefix("sqlite:///"))
+    return (db.parent / ARTIFACTS_DIR).resolve().as_uri()
+
+
+# ------------------------------------------------------------------------------------------------- retries
+def _transient(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "database is locked" in text or "database table is locked" in text or "sqlite_busy" in text
+
+
+def retrying(fn: Callable[..., Any], attempts: int = 12, first_delay: float = 0.05) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        delay = first_delay
+        for attempt in range(attempts):
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - only lock contention is retried
+                if attempt == attempts - 1 or not _transient(exc):
+                    raise
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 5.0)
+        raise AssertionError("unreachable")
+
+    return call
+
+
+class _RetryingClient:
+    """MlflowClient whose every method retries on sqlite lock contention."""
+
+    def __init__(self, client: MlflowClient):
+        self._client = client
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        return retrying(attr) if callable(attr) else attr
+
+
+# -------------------------------------------------------------------------------------------------- helpers
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config → {'model_kwargs.locality_strength': '1.0', ...}; lists as JSON, values MLflow-sized."""
+    out: dict[str, str] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(flatten(value, name + "."))
+        else:
+            text = json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)
+            out[name] = text[:PARAM_VALUE_LIMIT]
+    return out
+
+
+def numeric(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The numbers of a metrics dict (MLflow metrics are floats; strings and None are not metrics)."""
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, bool):
+            value = float(value)
+        if isinstance(value, (int, float)):
+            out[key] = float(value)
+    return out
+
+
+def env_tags() -> dict[str, str]:
+    """Scheduler ids found in the environment (SLURM job id, Ray trial id), host name."""
+    tags = {"host": socket.gethostname()}
+    for tag, names in ENV_TAGS.items():
+        for name in names:
+            if os.environ.get(name):
+                tags[tag] = os.environ[name]
+                break
+    return tags
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _quote(value: str) -> str:
+    return value.replace("'", "\\'")
+
+
+# -------------------------------------------------------------------------------------------------- tracker
+class Tracker:
+    """Parent and child runs of sweeps in one tracking store."""
+
+    def __init__(self, uri: str):
+        self.uri = uri
+        self.client = _RetryingClient(MlflowClient(tracking_uri=uri))
+
+    # -- experiments
+    def experiment_id(self, name: str, create: bool = True) -> str | None:
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            if found.lifecycle_stage == "deleted":
+                self.client.restore_experiment(found.experiment_id)
+            return found.experiment_id
+        if not create:
+            return None
+        try:
+            return self.client.create_experiment(name, artifact_location=_artifact_root(self.uri))
+        except MlflowException as exc:  # another process created it first
+            if "already exists" not in str(exc).lower() and "unique" not in str(exc).lower():
+                raise
+            again = self.client.get_experiment_by_name(name)
+            assert again is not None
+            return again.experiment_id
+
+    def _search(self, experiment_id: str, filter_string: str, max_results: int = 5000) -> list[Any]:
+        runs, token = [], None
+        while True:
+            page = self.client.search_runs([experiment_id], filter_string, ViewType.ACTIVE_ONLY,
+                                           max_results=min(max_results, 1000), order_by=["attributes.start_time ASC"],
+                                           page_token=token)
+            runs += list(page)
+            token = page.token
+            if not token or len(runs) >= max_results:
+                return runs
+
+    # -- the sweep's parent run
+    def find_sweep_run(self, experiment: str, sweep_id: str) -> Any | None:
+        exp = self.experiment_id(experiment, create=False)
+        if exp is None:
+            return None
+        runs = self._search(exp, f"tags.sweep_id = '{_quote(sweep_id)}' and tags.kind = 'sweep'")
+        return runs[-1] if runs else None
+
+    def start_sweep(self, *, experiment: str, sweep_id: str, spec_text: str, axes: list[str], backend: str,
+                    git_commit: str, n_trials: int, description: str = "") -> str:
+        """The sweep's parent run (reused on resubmission), marked RUNNING, with the sweep file as artifact."""
+        exp = self.experiment_id(experiment)
+        assert exp is not None
+        tags = {"kind": "sweep", "sweep_id": sweep_id, "backend": backend, "git_commit": git_commit,
+                "axes": json.dumps(axes), "n_trials": str(n_trials), "host": socket.gethostname(),
+                "mlflow.source.git.commit": git_commit}
+        if description:
+            tags["mlflow.note.content"] = description
+        found = self.find_sweep_run(experiment, sweep_id)
+        if found is None:
+            run_id = self.client.create_run(exp, tags=tags, run_name=sweep_id).info.run_id
+        else:
+            run_id = found.info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+            self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        self.client.log_text(run_id, spec_text, "sweep.yaml")
+        return run_id
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
+
+    # -- the trials' child runs
+    def trial_runs(self, experiment: str, sweep_id: str) -> dict[str, Any]:
+        """trial id → its child run (the latest if a trial was somehow logged twice)."""
+        exp = self.experiment_id(experiment, create=False)
+        if exp is None:
+            return {}
+        runs = self._search(exp, f"tags.sweep_id = '{_quote(sweep_id)}' and tags.kind = 'trial'")
+        return {run.data.tags["trial_id"]: run for run in runs if "trial_id" in run.data.tags}
+
+    def finished_trial_ids(self, experiment: str, sweep_id: str) -> set[str]:
+        return {tid for tid, run in self.trial_runs(experiment, sweep_id).items() if run.info.status == "FINISHED"}
+
+    def open_trial_run(self, *, experiment: str, sweep_id: str, parent_run_id: str | None, trial_id: str,
+                       trial_name: str, params: Mapping[str, Any], tags: Mapping[str, str],
+                       known_run_id: str | None = None) -> str:
+        """The trial's child run: the one recorded in its folder, else the one tagged with its id, else a new
+        one (params are logged once, at creation: MLflow refuses to change them)."""
+        run_id = known_run_id if known_run_id and self._run_exists(known_run_id) else None
+        if run_id is None:
+            existing = self.trial_runs(experiment, sweep_id).get(trial_id)
+            run_id = existing.info.run_id if existing is not None else None
+        all_tags = {"kind": "trial", "sweep_id": sweep_id, "trial_id": trial_id, **tags}
+        if parent_run_id:
+            all_tags["mlflow.parentRunId"] = parent_run_id
+        if run_id is None:
+            exp = self.experiment_id(experiment)
+            assert exp is not None
+            run_id = self.client.create_run(exp, tags=all_tags, run_name=trial_name).info.run_id
+            items = [Param(k, v) for k, v in flatten(params).items()]
+            for i in range(0, len(items), BATCH_LIMIT):
+                self.client.log_batch(run_id, params=items[i:i + BATCH_LIMIT])
+        else:
+            self.client.update_run(run_id, status="RUNNING")
+            self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in all_tags.items()])
+        return run_id
+
+    def _run_exists(self, run_id: str) -> bool:
+        try:
+            return self.client.get_run(run_id).info.lifecycle_stage == "active"
+        except MlflowException:
+            return False
+
+    def logged_steps(self, run_id: str) -> set[int]:
+        return {m.step for m in self.client.get_metric_history(run_id, EPOCH_METRIC)}
+
+    def log_epoch(self, run_id: str, epoch: int, metrics: Mapping[str, Any]) -> None:
+        """One epoch in one transaction (per chunk of 1000), the ``epoch`` marker last."""
+        stamp = _now_ms()
+        values = {k: v for k, v in numeric(metrics).items() if k != EPOCH_METRIC}
+        items = [Metric(k, v, stamp, int(epoch)) for k, v in values.items()]
+        items.append(Metric(EPOCH_METRIC, float(epoch), stamp, int(epoch)))
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(run_id, metrics=items[i:i + 1000])
+
+    def log_final(self, run_id: str, final: Mapping[str, Any], step: int = 0) -> None:
+        stamp = _now_ms()
+        items = [Metric(FINAL_PREFIX + k, v, stamp, step) for k, v in numeric(final).items()]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(run_id, metrics=items[i:i + 1000])
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_files(self, run_id: str, paths: Iterable[Path], artifact_path: str | None = None) -> None:
+        for path in paths:
+            if Path(path).is_file():
+                self.client.log_artifact(run_id, str(path), artifact_path)
+
+    # -- reading back (compare)
+    def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        return sorted((m.step, m.value) for m in self.client.get_metric_history(run_id, key))
+
+
+# ------------------------------------------------------------------------------------------------- reporter
+class MlflowReporter:
+    """The engine's Reporter: logs each epoch once into the trial's child run.
+
+    metrics.jsonl is the source of truth; :meth:`sync` catches MLflow up with it (on start, and after the
+    engine stops) and :meth:`report` logs an epoch the engine just finished. Time spent here is measured, so
+    the tracking overhead is a logged number rather than a claim.
+    """
+
+    def __init__(self, tracker: Tracker, run_id: str, metrics_file: Path):
+        self.tracker = tracker
+        self.run_id = run_id
+        self.metrics_file = metrics_file
+        self.logged = tracker.logged_steps(run_id)
+        self.seconds = 0.0
+
+    def sync(self) -> int:
+        """Log every metrics.jsonl epoch MLflow lacks; returns how many."""
+        from orchestrator.workdir import read_metrics
+
+        start = time.perf_counter()
+        count = 0
+        for row in read_metrics(self.metrics_file.parent):
+            epoch = int(row["epoch"])
+            if epoch not in self.logged:
+                self.tracker.log_epoch(self.run_id, epoch, row)
+                self.logged.add(epoch)
+                count += 1
+        self.seconds += time.perf_counter() - start
+        return count
+
+    def report(self, epoch: int, metrics: dict[str, float], checkpoint_dir: Path | None = None) -> None:
+        start = time.perf_counter()
+        if int(epoch) not in self.logged:
+            self.tracker.log_epoch(self.run_id, int(epoch), metrics)
+            self.logged.add(int(epoch))
+        self.seconds += time.perf_counter() - start

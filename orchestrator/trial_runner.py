@@ -1,0 +1,161 @@
+"""What every backend runs in a trial's process: the engine, logging to MLflow through :class:`MlflowReporter`.
+
+Backends call :func:`run_trial_process` (a Ray trainable or a submitit callable directly, the local backend
+through ``python -m orchestrator.trial_runner TRIAL_DIR``). It is safe to call again on the same trial: the
+engine resumes from its last checkpoint, the MLflow run is reopened, and the epochs already in metrics.jsonl
+but missing from MLflow are logged first, so the run ends with every epoch exactly once.
+
+Exit codes of the command: 0 finished, 1 failed (the reason is in status.json and the MLflow run),
+75 interrupted after a checkpoint (resubmitting resumes it), 2 bad invocation.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from types import FrameType
+from typing import Any, Mapping, Sequence
+
+from orchestrator.workdir import SweepContext, read_json, write_json, write_status
+
+EXIT_DONE, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 75
+RUN_ID_FILE = "mlflow_run.json"
+THREADS_ENV = "CONVIT_NUM_THREADS"
+
+
+class _Fanout:
+    """Several reporters behind the engine's single ``reporter`` argument (MLflow plus, e.g., Ray Tune)."""
+
+    def __init__(self, reporters: Sequence[Any]):
+        self.reporters = [r for r in reporters if r is not None]
+
+    def report(self, epoch: int, metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
+        for reporter in self.reporters:
+            reporter.report(epoch, metrics, checkpoint_dir)
+
+
+def run_trial_process(trial: Any, ctx: SweepContext, *, tags: Mapping[str, str] | None = None,
+                      control: Any | None = None, reporters: Sequence[Any] = ()) -> dict[str, float]:
+    """Run (or resume) one trial of a sweep with MLflow logging; returns the engine's final metrics.
+
+    ``tags`` are extra run tags from the backend (``ray_trial_id``, ``slurm_job_id``, ...); scheduler ids in
+    the environment are added automatically. ``control`` is the engine's TrialControl (a backend's signal
+    handler asks it for a checkpoint); ``reporters`` receive every epoch after MLflow has logged it.
+    Raises the engine's TrialInterrupted / TrialFailed (after recording them) so the backend can react.
+    """
+    from convit.engine import TrialFailed, TrialInterrupted, run_trial
+    from orchestrator.tracking import MlflowReporter, Tracker, env_tags
+
+    out_dir = ctx.trial_dir(trial.id)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not (out_dir / "trial.json").exists():
+        write_json(out_dir / "trial.json", trial.to_dict())
+    write_status(out_dir, "running")
+    tracker = Tracker(ctx.tracking_uri)
+    run_id = tracker.open_trial_run(
+        experiment=ctx.experiment, sweep_id=ctx.sweep_id, parent_run_id=ctx.parent_run_id, trial_id=trial.id,
+        trial_name=trial.name, params=trial.config_dict(),
+        tags={**env_tags(), "backend": ctx.backend, "git_commit": ctx.git_commit,
+              "mlflow.source.git.commit": ctx.git_commit, **{f"axis.{k}": str(v) for k, v in trial.axes.items()},
+              **dict(tags or {})},
+        known_run_id=(read_json(out_dir / RUN_ID_FILE, {}) or {}).get("run_id"))
+    write_json(out_dir / RUN_ID_FILE, {"run_id": run_id, "tracking_uri": ctx.tracking_uri})
+    reporter = MlflowReporter(tracker, run_id, out_dir / "metrics.jsonl")
+    reporter.sync()
+    started = time.perf_counter()
+    try:
+        final = run_trial(trial.config, out_dir, reporter=_Fanout([reporter, *reporters]), control=control)
+    except TrialInterrupted:
+        reporter.sync()
+        tracker.end_run(run_id, "KILLED")
+        write_status(out_dir, "interrupted", error="stopped after a checkpoint; resubmit to resume")
+        raise
+    except (KeyboardInterrupt, SystemExit):  # stopped at once (a second signal): resumes from the last checkpoint
+        write_status(out_dir, "interrupted", error="stopped before a checkpoint; resubmit to resume")
+        try:
+            tracker.end_run(run_id, "KILLED")
+        except Exception:  # noqa: BLE001
+            pass
+        raise
+    except BaseException as exc:
+        reason = exc.reason if isinstance(exc, TrialFailed) else f"{type(exc).__name__}: {exc}"
+        _record_failure(tracker, run_id, reporter, out_dir, reason, exc)
+        raise
+    reporter.sync()
+    elapsed = time.perf_counter() - started
+    last_epoch = max(reporter.logged, default=0)
+    tracker.log_final(run_id, {**final, "tracking_overhead_s": reporter.seconds,
+                               "tracking_overhead_frac": reporter.seconds / max(elapsed, 1e-9)}, step=last_epoch)
+    tracker.log_files(run_id, [out_dir / n for n in ("config.json", "final.json", "trial.json")])
+    tracker.end_run(run_id, "FINISHED")
+    write_status(out_dir, "done")
+    return final
+
+
+def _record_failure(tracker: Any, run_id: str, reporter: Any, out_dir: Path, reason: str,
+                    exc: BaseException) -> None:
+    """Best effort: a failure to record the failure must not hide the original error."""
+    detail = "".join(traceback.format_exception(exc))[-4000:]
+    write_status(out_dir, "failed", error=reason, traceback=detail)
+    try:
+        reporter.sync()
+        tracker.set_tags(run_id, {"failure_reason": reason[:5000]})
+        tracker.end_run(run_id, "FAILED")
+    except Exception as log_exc:  # noqa: BLE001
+        print(f"could not record the failure in MLflow: {log_exc}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------------- command
+def _apply_threads() -> None:
+    """Honour the backend's CPU budget: torch's intra-op threads (OMP/MKL vars are set by the backend)."""
+    threads = os.environ.get(THREADS_ENV)
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+
+
+def _install_stop_handlers(control: Any) -> None:
+    """First SIGTERM/SIGINT: checkpoint at the next optimizer step, then stop. A second one: stop now."""
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if control.stop_requested:
+            raise SystemExit(EXIT_INTERRUPTED)
+        control.request_checkpoint(stop=True)
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m orchestrator.trial_runner",
+                                     description="Run one trial of a submitted sweep (used by the backends).")
+    parser.add_argument("trial_dir", type=Path, help="runs/sweeps/<sweep>/trials/<trial id>")
+    args = parser.parse_args(argv)
+    from convit.engine import TrialControl, TrialInterrupted
+    from orchestrator.expand import Trial
+
+    data = read_json(args.trial_dir / "trial.json")
+    if data is None:
+        print(f"no trial.json in {args.trial_dir}", file=sys.stderr)
+        return EXIT_USAGE
+    ctx = SweepContext.for_trial_dir(args.trial_dir.resolve())
+    trial = Trial.from_dict(data)
+    control = TrialControl()
+    _install_stop_handlers(control)
+    _apply_threads()
+    try:
+        run_trial_process(trial, ctx, control=control)
+    except TrialInterrupted:
+        return EXIT_INTERRUPTED
+    except Exception:  # noqa: BLE001 - recorded in status.json and MLflow already
+        traceback.print_exc()
+        return EXIT_FAILED
+    return EXIT_DONE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

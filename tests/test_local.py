@@ -1,0 +1,198 @@
+"""The local backend end to end, through the real `convit-sweep` command: trials as processes, a real MLflow
+store (a sqlite file, and a real `mlflow server`), idempotent resubmission, resume after SIGTERM and SIGKILL with
+every metric step logged exactly once."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.server import free_port, start_server
+from orchestrator.tracking import Tracker, default_tracking_uri
+from orchestrator.workdir import read_json, read_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+
+SMOKE = """
+name: {name}
+base:
+  preset: smoke
+  epochs: {epochs}
+  synthetic_train_size: {train}
+  synthetic_val_size: 16
+grid:
+  model: {models}
+seeds: [0]
+local: {{max_parallel: 2, cpus_per_trial: 1, stop_grace_s: 60}}
+"""
+
+
+def sweep_file(tmp_path: Path, name: str, epochs: int = 2, train: int = 32,
+               models: str = "[convit_tiny, deit_tiny]") -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(SMOKE.format(name=name, epochs=epochs, train=train, models=models))
+    return path
+
+
+def cli_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "CONVIT_WORKDIR")}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    return env
+
+
+def cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", *args], cwd=REPO, env=cli_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def cli_background(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "orchestrator.cli", *args], cwd=REPO, env=cli_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def steps(tracker: Tracker, run_id: str, key: str) -> list[int]:
+    return sorted(step for step, _ in tracker.metric_history(run_id, key))
+
+
+def wait_for(predicate, timeout: float = 120, what: str = "condition") -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_sweep_lands_in_mlflow_and_resubmission_runs_nothing(tmp_path: Path):
+    work = tmp_path / "runs"
+    spec = sweep_file(tmp_path, "e2e")
+    done = cli("submit", str(spec), "--workdir", str(work))
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    tracker = Tracker(default_tracking_uri(work))
+    parent = tracker.find_sweep_run("e2e", "e2e")
+    assert parent is not None and parent.info.status == "FINISHED"
+    assert json.loads(parent.data.tags["axes"]) == ["model", "seed"]
+    assert "sweep.yaml" in [a.path for a in tracker.client.list_artifacts(parent.info.run_id)]
+    runs = tracker.trial_runs("e2e", "e2e")
+    trials = {t["id"]: t for t in json.loads((work / "sweeps/e2e/trials.json").read_text())}
+    assert set(runs) == set(trials) and len(runs) == 2
+    for trial_id, run in runs.items():
+        tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+        assert run.info.status == "FINISHED"
+        assert tags["mlflow.parentRunId"] == parent.info.run_id
+        assert tags["sweep_id"] == "e2e" and tags["backend"] == "local" and tags["host"]
+        assert tags["git_commit"] and tags["mlflow.runName"] == trials[trial_id]["name"]
+        assert params["model"] == trials[trial_id]["axes"]["model"]
+        assert params["model_kwargs.img_size"] == "32" and params["epochs"] == "2"
+        for key in ("train_loss", "lr", "img_per_s", "val_top1", "val_top5", "epoch"):
+            assert steps(tracker, run.info.run_id, key) == [0, 1], key
+        assert "final/val_top1" in metrics and 0.0 <= metrics["final/tracking_overhead_frac"] < 0.2
+        if params["model"] == "convit_tiny":
+            assert steps(tracker, run.info.run_id, "gating/l0") == [0, 1]
+            assert steps(tracker, run.info.run_id, "nonlocality/l9") == [0, 1]
+        names = {a.path for a in tracker.client.list_artifacts(run.info.run_id)}
+        assert {"config.json", "final.json", "trial.json"} <= names
+
+    status_files = {p: p.stat().st_mtime_ns for p in (work / "sweeps/e2e/trials").glob("*/status.json")}
+    again = cli("submit", str(spec), "--workdir", str(work))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "2 trial(s) already finished" in again.stdout and "nothing to run" in again.stdout
+    assert set(tracker.trial_runs("e2e", "e2e")) == set(runs)
+    assert {p: p.stat().st_mtime_ns for p in status_files} == status_files  # no trial process ran
+    for run in runs.values():
+        assert steps(tracker, run.info.run_id, "epoch") == [0, 1]
+
+    status = cli("status", "e2e", "--workdir", str(work), "--json")
+    assert status.returncode == 0
+    assert sorted(s["state"] for s in json.loads(status.stdout)) == ["done", "done"]
+
+    out = tmp_path / "plots"
+    compared = cli("compare", "e2e", "--workdir", str(work), "--out", str(out))
+    assert compared.returncode == 0, compared.stdout + compared.stderr
+    assert "convit_tiny" in compared.stdout and "deit_tiny" in compared.stdout and "±" in compared.stdout
+    assert str(out) in compared.stdout.replace("\n", "")
+    pngs = {p.name: p.stat().st_size for p in out.glob("*.png")}
+    assert {"gating_per_layer.png", "nonlocality_per_layer.png"} <= set(pngs)
+    assert all(size > 10_000 for size in pngs.values())
+    summary = (out / "summary.md").read_text()
+    assert summary.count("| convit_tiny |") == 1 and summary.count("| deit_tiny |") == 1
+    logged = {a.path for a in tracker.client.list_artifacts(parent.info.run_id, "compare")}
+    assert "compare/gating_per_layer.png" in logged
+
+
+def _trial_dir(work: Path, name: str) -> Path:
+    dirs = list((work / "sweeps" / name / "trials").glob("*"))
+    assert len(dirs) == 1
+    return dirs[0]
+
+
+def test_cancelled_and_killed_trial_resumes_with_each_step_once(tmp_path: Path):
+    work = tmp_path / "runs"
+    spec = sweep_file(tmp_path, "resume", epochs=8, train=96, models="[convit_tiny]")
+    submit = cli_background("submit", str(spec), "--workdir", str(work))
+    try:
+        wait_for(lambda: (work / "sweeps/resume/trials").is_dir() and len(read_metrics(
+            _trial_dir(work, "resume"))) >= 2, what="two epochs")
+        cancelled = cli("cancel", "resume", "--workdir", str(work))
+        assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+        out, _ = submit.communicate(timeout=120)
+    finally:
+        if submit.poll() is None:
+            submit.kill()
+    assert submit.returncode == 1, out
+    trial_dir = _trial_dir(work, "resume")
+    assert read_json(trial_dir / "status.json")["state"] == "interrupted"
+    assert not (trial_dir / "final.json").exists()
+    tracker = Tracker(default_tracking_uri(work))
+    run_id = read_json(trial_dir / "mlflow_run.json")["run_id"]
+    assert tracker.client.get_run(run_id).info.status == "KILLED"
+    logged_before = steps(tracker, run_id, "epoch")
+    assert logged_before == list(range(len(logged_before))) and len(logged_before) >= 2
+
+    # resubmit, then SIGKILL the trial process itself (no checkpoint, no goodbye) after one more epoch
+    resumed = cli_background("submit", str(spec), "--workdir", str(work))
+    try:
+        wait_for(lambda: len(read_metrics(trial_dir)) > len(logged_before), what="one more epoch")
+        os.kill(int(read_json(trial_dir / "status.json")["pid"]), signal.SIGKILL)
+        resumed.communicate(timeout=120)
+    finally:
+        if resumed.poll() is None:
+            resumed.kill()
+    assert resumed.returncode == 1
+    final = cli("submit", str(spec), "--workdir", str(work))
+    assert final.returncode == 0, final.stdout + final.stderr
+    assert (trial_dir / "final.json").exists()
+    run = tracker.client.get_run(run_id)
+    assert run.info.status == "FINISHED" and len(tracker.trial_runs("resume", "resume")) == 1
+    for key in ("epoch", "train_loss", "lr", "gating/l0"):
+        history = tracker.metric_history(run_id, key)
+        assert [s for s, _ in history] == list(range(8)), key  # every step once: no duplicate, none missing
+    jsonl = {row["epoch"]: row["train_loss"] for row in read_metrics(trial_dir)}
+    assert dict(tracker.metric_history(run_id, "train_loss")) == pytest.approx(jsonl)
+
+
+def test_sweep_through_a_real_mlflow_server(tmp_path: Path):
+    server = start_server(tmp_path / "server", port=free_port())
+    try:
+        work = tmp_path / "runs"
+        spec = sweep_file(tmp_path, "served")
+        done = cli("submit", str(spec), "--workdir", str(work), "--tracking-uri", server.uri)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert not (work / "mlflow.db").exists()  # everything went to the server
+        tracker = Tracker(server.uri)
+        runs = tracker.trial_runs("served", "served")
+        assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs.values())
+        for run in runs.values():
+            assert steps(tracker, run.info.run_id, "val_top1") == [0, 1]
+            assert "config.json" in {a.path for a in tracker.client.list_artifacts(run.info.run_id)}
+        again = cli("submit", str(spec), "--workdir", str(work))  # the recorded URI is reused
+        assert again.returncode == 0 and "nothing to run" in again.stdout, again.stdout + again.stderr
+    finally:
+        server.stop()
