@@ -1,12 +1,13 @@
 """Training throughput and peak memory: our ConViT vs timm's (same weights), and ConViT vs DeiT.
 
-One training step = forward + cross-entropy + backward + AdamW step. On a shared machine the models
-are timed in alternating rounds (ours, timm, deit, ours, ...) and the median round is reported, so a
-burst of load elsewhere hits every model alike. Peak memory: CUDA ``max_memory_allocated`` (bf16
+One training step = forward + cross-entropy + backward + AdamW step. On a shared machine single steps
+of the models are timed in rotation (ours, timm, deit, timm, deit, ours, ...): throughput is the median
+step, and ratios are medians of per-round ratios, so a burst of load elsewhere hits the compared models
+alike. Peak memory: CUDA ``max_memory_allocated`` (bf16
 autocast); on CPU how far the RSS rises above its pre-training level during two training steps,
 measured for each model in a fresh subprocess.
 
-    python benchmarks/bench_models.py --batch-size 32 --iters 3 --rounds 3 --out bench.json
+    python benchmarks/bench_models.py --batch-size 32 --steps 5 --out bench.json
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ class Result:
     model: str
     batch_size: int
     img_per_s: float = 0.0
-    rounds_img_per_s: list[float] = field(default_factory=list)
+    step_img_per_s: list[float] = field(default_factory=list)
     peak_mem_mib: float | None = None
 
 
@@ -87,31 +88,35 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_rounds(case: str, device: str, args: argparse.Namespace) -> list[Result]:
-    """Alternate the models round by round; each round = 1 warm-up step + ``iters`` timed steps."""
+def time_interleaved(case: str, device: str, args: argparse.Namespace) -> list[Result]:
+    """Time single steps in rotation (ours, timm, deit, timm, deit, ours, ...) after ``warmup`` steps each.
+
+    Throughput = batch / median step time; adjacent steps of different models see the same machine
+    load, so the per-round ratios (see ``ratios``) stay meaningful on a shared, noisy CPU.
+    """
     steps, results = {}, {}
     for impl in IMPLS:
         model = build(impl, case, device)
         steps[impl] = make_step(model, case, args.batch_size, device)
         name = CASES[case][1] if impl == "deit" else CASES[case][0]
         results[impl] = Result(device, case, impl, name, args.batch_size)
-        steps[impl]()  # first step: allocator, optimizer state
-    for _ in range(args.rounds):
-        for impl in IMPLS:
+        for _ in range(args.warmup):
             steps[impl]()
+    for round_index in range(args.steps):
+        shift = round_index % len(IMPLS)
+        for impl in IMPLS[shift:] + IMPLS[:shift]:  # rotate who goes first
             sync(device)
             if device == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             start = time.perf_counter()
-            for _ in range(args.iters):
-                steps[impl]()
+            steps[impl]()
             sync(device)
-            results[impl].rounds_img_per_s.append(args.batch_size * args.iters / (time.perf_counter() - start))
+            results[impl].step_img_per_s.append(args.batch_size / (time.perf_counter() - start))
             if device == "cuda":
                 peak = torch.cuda.max_memory_allocated() / 2**20
                 results[impl].peak_mem_mib = max(results[impl].peak_mem_mib or 0.0, peak)
     for r in results.values():
-        r.img_per_s = statistics.median(r.rounds_img_per_s)
+        r.img_per_s = statistics.median(r.step_img_per_s)
     return list(results.values())
 
 
@@ -150,14 +155,19 @@ def cpu_peak(impl: str, case: str, args: argparse.Namespace) -> float:
     return float(out.strip().splitlines()[-1])
 
 
+def _paired_ratio(a: Result, b: Result) -> float:
+    """Median over rounds of a/b throughput: each round's steps ran back to back under the same load."""
+    return statistics.median(x / y for x, y in zip(a.step_img_per_s, b.step_img_per_s))
+
+
 def ratios(results: list[Result]) -> list[dict]:
     """ours/timm speed and memory, convit/deit speed, per device and case."""
     rows = []
     for device, case in sorted({(r.device, r.case) for r in results}):
         by = {r.impl: r for r in results if r.device == device and r.case == case}
         mem = by["ours"].peak_mem_mib / by["timm"].peak_mem_mib if by["ours"].peak_mem_mib and by["timm"].peak_mem_mib else None
-        rows.append(dict(device=device, case=case, speed_ours_vs_timm=by["ours"].img_per_s / by["timm"].img_per_s,
-                         mem_ours_vs_timm=mem, speed_convit_vs_deit=by["ours"].img_per_s / by["deit"].img_per_s))
+        rows.append(dict(device=device, case=case, speed_ours_vs_timm=_paired_ratio(by["ours"], by["timm"]),
+                         mem_ours_vs_timm=mem, speed_convit_vs_deit=_paired_ratio(by["ours"], by["deit"])))
     return rows
 
 
@@ -166,13 +176,13 @@ def print_table(results: list[Result], summary: list[dict]) -> None:
     from rich.table import Table
 
     table = Table(title="Training step throughput (forward + backward + AdamW)")
-    for col in ("device", "case", "impl", "model", "batch", "img/s (median)", "rounds", "peak MiB"):
+    for col in ("device", "case", "impl", "model", "batch", "img/s (median)", "min-max", "peak MiB"):
         table.add_column(col, justify="right" if col in ("batch", "img/s (median)", "peak MiB") else "left")
     for r in results:
-        rounds = " ".join(f"{v:.1f}" for v in r.rounds_img_per_s)
+        rounds = f"{min(r.step_img_per_s):.1f}-{max(r.step_img_per_s):.1f}"
         mem = f"{r.peak_mem_mib:.0f}" if r.peak_mem_mib is not None else "-"
         table.add_row(r.device, r.case, r.impl, r.model, str(r.batch_size), f"{r.img_per_s:.1f}", rounds, mem)
-    ratio_table = Table(title="Ratios")
+    ratio_table = Table(title="Ratios (median of per-round ratios)")
     for col in ("device", "case", "ours/timm speed", "ours/timm memory", "convit/deit speed"):
         ratio_table.add_column(col)
     for s in summary:
@@ -185,8 +195,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=32, help="images per step on CPU")
     parser.add_argument("--cuda-batch-size", type=int, default=128, help="images per step on CUDA")
-    parser.add_argument("--iters", type=int, default=3, help="timed steps per round")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per model, interleaved; medians reported")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per model first")
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--devices", nargs="+", default=None, choices=["cpu", "cuda"], help="default: cpu, plus cuda if present")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
@@ -194,7 +204,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="write results as JSON here")
     parser.add_argument("--worker", nargs=2, metavar=("IMPL", "CASE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    for name in ("batch_size", "cuda_batch_size", "iters", "rounds", "threads"):
+    for name in ("batch_size", "cuda_batch_size", "steps", "threads"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if "cuda" in (args.devices or []) and not torch.cuda.is_available():
@@ -215,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         if device == "cuda":
             run_args.batch_size = args.cuda_batch_size
         for case in args.cases:
-            case_results = time_rounds(case, device, run_args)
+            case_results = time_interleaved(case, device, run_args)
             if device == "cpu" and not args.no_cpu_memory:
                 for r in case_results:
                     r.peak_mem_mib = cpu_peak(r.impl, case, run_args)
@@ -223,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = ratios(results)
     print_table(results, summary)
     if args.out:
-        meta = dict(torch=torch.__version__, threads=args.threads, iters=args.iters, rounds=args.rounds,
+        meta = dict(torch=torch.__version__, threads=args.threads, steps=args.steps, warmup=args.warmup,
                     cuda_device=torch.cuda.get_device_name() if torch.cuda.is_available() else None,
                     command=" ".join([Path(sys.executable).name, *sys.argv]))
         args.out.parent.mkdir(parents=True, exist_ok=True)

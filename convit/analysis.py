@@ -58,7 +58,12 @@ def _capture_inputs(layers: dict[int, nn.Module]) -> Iterator[dict[int, torch.Te
 
 
 def layer_inputs(model: nn.Module, images: torch.Tensor) -> dict[int, torch.Tensor]:
-    """Block index -> the tokens its attention module received in an eval-mode forward of ``images``."""
+    """Block index -> the tokens its attention module received in an eval-mode forward of ``images``.
+
+    Runs the plain module behind torch.compile / DDP wrappers: same function, and adding hooks to a
+    compiled model would only force a recompilation.
+    """
+    model = _unwrap(model)
     layers = _attention_layers(model)
     was_training = model.training
     model.eval()

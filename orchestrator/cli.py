@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "(submitting again resumes interrupted trials and skips finished ones).",
                        epilog="examples:\n  convit-sweep submit sweeps/quickstart.yaml\n"
                        "  convit-sweep submit sweeps/data_fraction.yaml --dry-run seeds=[0] epochs=2\n"
-                       "  convit-sweep submit sweeps/gating_init.yaml grid.local_up_to_layer=[0,3] "
+                       "  convit-sweep submit sweeps/gating_init.yaml grid.model_kwargs.local_up_to_layer=[0,3] "
                        "local.max_parallel=2",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", type=Path, help="the sweep YAML file")
@@ -62,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cancel", help="stop a sweep's running trials (they checkpoint first)",
                        description="Stop the running trials of a sweep: each writes an exact checkpoint and exits; "
                        "submitting the sweep again resumes them.")
+    p.add_argument("sweep", help="sweep name (or its YAML file)")
+    _common(p)
+
+    p = sub.add_parser("resume", help="continue an interrupted Ray sweep (Tuner.restore)",
+                       description="Continue a sweep submitted with --backend ray whose driver was stopped or "
+                       "killed: Tune restores its experiment; unfinished and errored trials resume from their "
+                       "checkpoints. See docs/ray.md.")
     p.add_argument("sweep", help="sweep name (or its YAML file)")
     _common(p)
 
@@ -278,7 +285,13 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"submit": cmd_submit, "status": cmd_status, "cancel": cmd_cancel, "compare": cmd_compare,
-            "train": cmd_train, "server": cmd_server}
+            "train": cmd_train, "server": cmd_server, "resume": lambda args: cmd_resume(args)}
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from orchestrator.backends.ray import resume_command  # the Ray backend owns resume (docs/ray.md)
+
+    return resume_command(_sweep_name(args.sweep), args.workdir, console)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

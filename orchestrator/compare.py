@@ -231,6 +231,7 @@ def _layers(metrics: dict[str, float], kind: str) -> list[int]:
 def _plot_gating(tracker: Tracker, results: list[TrialResult], group_axes: list[str], out_dir: Path) -> Path | None:
     """σ(λ) per layer over epochs, one panel per group (seeds averaged), at most 6 panels."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     groups = [(k, m) for k, m in _group(results, group_axes).items() if _layers(m[0].latest, "gating")][:6]
     if not groups:
@@ -249,9 +250,10 @@ def _plot_gating(tracker: Tracker, results: list[TrialResult], group_axes: list[
                     color=cmap(i / max(1, len(layers) - 1)), label=f"layer {layer}")
         ax.set_title(_label(key, group_axes), fontsize=9)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axs[0][0].set_ylabel("σ(λ): positional share of attention")
-    axs[0][-1].legend(fontsize=7)
+    axs[0][-1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.suptitle("Gating σ(λ) per GPSA layer over training")
     return _save(fig, out_dir / "gating_per_layer.png")
 

@@ -135,7 +135,7 @@ def _trial_dir(work: Path, name: str) -> Path:
 
 def test_cancelled_and_killed_trial_resumes_with_each_step_once(tmp_path: Path):
     work = tmp_path / "runs"
-    spec = sweep_file(tmp_path, "resume", epochs=8, train=96, models="[convit_tiny]")
+    spec = sweep_file(tmp_path, "resume", epochs=10, train=96, models="[convit_tiny]")
     submit = cli_background("submit", str(spec), "--workdir", str(work))
     try:
         wait_for(lambda: (work / "sweeps/resume/trials").is_dir() and len(read_metrics(
@@ -173,7 +173,7 @@ def test_cancelled_and_killed_trial_resumes_with_each_step_once(tmp_path: Path):
     assert run.info.status == "FINISHED" and len(tracker.trial_runs("resume", "resume")) == 1
     for key in ("epoch", "train_loss", "lr", "gating/l0"):
         history = tracker.metric_history(run_id, key)
-        assert [s for s, _ in history] == list(range(8)), key  # every step once: no duplicate, none missing
+        assert [s for s, _ in history] == list(range(10)), key  # every step once: no duplicate, none missing
     jsonl = {row["epoch"]: row["train_loss"] for row in read_metrics(trial_dir)}
     assert dict(tracker.metric_history(run_id, "train_loss")) == pytest.approx(jsonl)
 
@@ -196,3 +196,22 @@ def test_sweep_through_a_real_mlflow_server(tmp_path: Path):
         assert again.returncode == 0 and "nothing to run" in again.stdout, again.stdout + again.stderr
     finally:
         server.stop()
+
+
+def test_failed_trial_is_recorded_and_others_still_run(tmp_path: Path):
+    work = tmp_path / "runs"
+    spec = tmp_path / "failing.yaml"
+    spec.write_text(SMOKE.format(name="failing", epochs=1, train=32, models="[deit_tiny]")
+                    + "zip:\n  dataset: [synthetic, cifar10]\n  data_root: [null, " + str(tmp_path / "nowhere") + "]\n")
+    result = cli("submit", str(spec), "--workdir", str(work))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "1 trial(s) failed" in result.stderr
+    states = {s["name"]: s for s in json.loads(cli("status", "failing", "--workdir", str(work), "--json").stdout)}
+    assert {name.split("dataset=")[1].split(",")[0]: s["state"] for name, s in states.items()} == {
+        "synthetic": "done", "cifar10": "failed"}
+    failed = next(s for s in states.values() if s["state"] == "failed")
+    assert "nowhere" in failed["detail"]
+    tracker = Tracker(default_tracking_uri(work))
+    run = tracker.trial_runs("failing", "failing")[failed["trial_id"]]
+    assert run.info.status == "FAILED" and "nowhere" in run.data.tags["failure_reason"]
+    assert tracker.find_sweep_run("failing", "failing").info.status == "FAILED"

@@ -1,6 +1,9 @@
 """ConViT / DeiT models: registry, validation, GPSA fast path vs reference, local init, geometry."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -58,6 +61,11 @@ def test_default_convit_tiny_is_the_paper_model():
     assert 5.5e6 < sum(p.numel() for p in model.parameters()) < 6.0e6
     assert all(blk.attn.qk.bias is None for blk in model.blocks[:10])
     assert model.norm.eps == 1e-6 and model.blocks[0].mlp.fc1.out_features == 4 * 192
+
+
+def test_import_convit_is_light():
+    code = "import sys, convit; assert 'torch' not in sys.modules; assert callable(convit.create_model)"
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_unknown_model_lists_valid_names():
@@ -167,6 +175,16 @@ def test_positional_attention_is_shared_across_the_batch():
 
 
 # -- geometry and initialisation ------------------------------------------------------------------
+def test_non_square_images_build_a_matching_grid():
+    model = create_model("convit_tiny", img_size=(16, 40), patch_size=8, depth=2, num_classes=3).eval()
+    assert model.blocks[0].attn.grid_size == (2, 5) and model.pos_embed.shape[1] == 10
+    images = torch.randn(2, 3, 16, 40)
+    with torch.no_grad():
+        tokens = model.blocks[0].norm1(model.patch_embed(images) + model.pos_embed)
+        torch.testing.assert_close(model.blocks[0].attn(tokens), model.blocks[0].attn.forward_reference(tokens))
+        assert model(images).shape == (2, 3)
+
+
 def test_relative_offsets_on_a_non_square_grid():
     r = relative_offsets((2, 3))  # tokens row-major: token 4 is at row 1, column 1
     assert r.shape == (6, 6, 3)

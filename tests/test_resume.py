@@ -19,7 +19,7 @@ from convit.engine.checkpoint import list_checkpoints
 
 # Every RNG consumer is on: RandAugment, random erasing, mixup/cutmix, drop path, EMA, repeated aug.
 BASE = {"preset": "smoke", "epochs": 3, "synthetic_train_size": 48, "ema": True, "ema_decay": 0.9,
-        "repeated_aug": 2, "model_kwargs": {"drop_path_rate": 0.1}, "analysis_every": 1}
+        "repeated_aug": 2, "model_kwargs": {"drop_path_rate": 0.1}, "analysis_every": 2}
 TIMING = {"img_per_s", "epoch_time_s", "peak_mem_mb"}
 
 

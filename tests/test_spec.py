@@ -165,3 +165,32 @@ def test_backend_sections_are_typed():
     assert spec.slurm.gpus_per_node == 8 and spec.ray.scheduler.type == "asha"
     with pytest.raises(SpecError, match=r"ray.scheduler.type: Input should be 'fifo', 'asha' or 'pbt'"):
         parse_spec("name: s\nbase: smoke\nray: {scheduler: {type: hyperband}}\n")
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "sweeps"
+
+
+@pytest.mark.parametrize("name, count, overrides, small", [
+    ("quickstart", 4, [], 4),
+    ("data_fraction", 30, ["grid.data_fraction=[0.1,0.3,1.0]", "epochs=2", "model_kwargs.patch_size=8",
+                           "randaugment=null", "mixup=0", "cutmix=0", "reprob=0", "num_workers=0"], 18),
+    ("gating_init", 91, ["grid.model_kwargs.locality_strength=[0.1,1.0]", "grid.model_kwargs.gating_init=[1.0]",
+                         "grid.model_kwargs.local_up_to_layer=[0,3]", "epochs=2", "data_fraction=0.05"], 5),
+    ("imagenet_paper", 6, ["grid.model=[convit_tiny,deit_tiny]", "dataset=cifar10", "data_root=null",
+                           "batch_size=64", "epochs=1", "amp=fp32", "model_kwargs.img_size=32",
+                           "model_kwargs.patch_size=8", "crop_scale=[0.35,1.0]", "crop_pct=1.0", "repeated_aug=1"], 2),
+])
+def test_shipped_sweeps_expand_and_shrink(name: str, count: int, overrides: list[str], small: int):
+    spec, trials = load_sweep(SHIPPED / f"{name}.yaml")
+    assert spec.name == name and len(trials) == count
+    _, shrunk = load_sweep(SHIPPED / f"{name}.yaml", overrides)
+    assert len(shrunk) == small
+
+
+def test_data_fraction_scales_epochs_and_gating_excludes_meaningless_combos():
+    _, trials = load_sweep(SHIPPED / "data_fraction.yaml")
+    by_f = {t.axes["data_fraction"]: t.config.resolve().epochs for t in trials}
+    assert by_f[1.0] * 20 == by_f[0.05]
+    _, trials = load_sweep(SHIPPED / "gating_init.yaml")
+    no_gpsa = [t for t in trials if t.axes["model_kwargs.local_up_to_layer"] == 0]
+    assert len(no_gpsa) == 1 and no_gpsa[0].config.model_kwargs["freeze_gating"] is False

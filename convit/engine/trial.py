@@ -230,7 +230,8 @@ class _Trial:
         row: dict[str, Any] = {"epoch": epoch, **self._train_stats()}
         last = epoch + 1 == self.res.epochs
         if (epoch + 1) % self.cfg.eval_every == 0 or last:
-            row.update(self._evaluate(self.model, "val"))
+            # Not through DDP: its forward may sync buffers, and val shards can differ by one batch.
+            row.update(self._evaluate(self.raw if self.ctx.distributed else self.model, "val"))
             if self.ema is not None:
                 row.update(self._evaluate(self.ema.module, "ema_val"))
             self.best_top1 = max(self.best_top1 or 0.0, row["val_top1"])

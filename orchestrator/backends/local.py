@@ -77,7 +77,7 @@ class LocalBackend(Backend):
         slots, gpu_pool = self._capacity(opts)
         state_path = sweep.sweep_dir / STATE_FILE
         write_json(state_path, {"scheduler_pid": os.getpid(), "started": time.time()})
-        previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        previous = self._trap_sigterm()
         queue: deque[Any] = deque(trials)
         running: dict[str, _Running] = {}
         counts = {"done": 0, "failed": 0, "interrupted": 0}
@@ -103,8 +103,16 @@ class LocalBackend(Backend):
                 progress.update(overall, completed=sum(counts.values()),
                                 description=self._summary(sweep, counts, running, queue))
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
             state_path.unlink(missing_ok=True)
+
+    def _trap_sigterm(self) -> Any:
+        """`cancel` sends SIGTERM to this process; outside the main thread the embedding program owns signals."""
+        try:
+            return signal.signal(signal.SIGTERM, self._on_sigterm)
+        except ValueError:
+            return None
 
     def _capacity(self, opts: LocalSection) -> tuple[int, list[str]]:
         cpus = _cpu_count()

@@ -1,0 +1,346 @@
+"""The Ray Tune backend: a sweep's trials as Tune trials, on a private local Ray (default) or a cluster.
+
+Trial identity: the orchestrator has already expanded the sweep (grid, zip, seeded random samples, seeds) into
+trials with stable ids (config hashes), which name the trial folders and MLflow child runs and make resubmission
+idempotent. Tune therefore grid-searches over those ids (``param_space = {"trial_id": grid_search(ids)}``)
+rather than sampling its own search spaces: the same YAML gives the same trials on every backend. The only
+values Tune chooses are PBT's mutations.
+
+Layout in the sweep folder: ``ray.json`` (driver pid, Tune experiment path), ``ray/<experiment>/`` (Tune's
+storage_path: experiment state and reported checkpoints), ``ray/identity/`` and ``ray/stops/`` (see
+ray_trainable and ray_schedulers). Each trial folder gets ``ray_worker.json`` (the worker's pid, for status and
+tests) and, when a scheduler ended it early, ``ray_stopped.json``.
+
+``submit`` blocks until Tune has finished; ``cancel`` sends SIGINT to the driver, which Tune turns into a clean
+stop with its state saved; ``convit-sweep resume SWEEP`` continues an interrupted experiment with
+``Tuner.restore`` (unfinished and errored trials resume from their checkpoints).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from rich.console import Console
+
+from orchestrator.backends.base import Backend
+from orchestrator.backends.ray_schedulers import asha_rungs, build_scheduler, mutation_bounds
+from orchestrator.backends.ray_trainable import STOPPED_FILE, WORKER_FILE, ray_dir, train_trial
+from orchestrator.errors import OrchestratorError
+from orchestrator.sections import RaySection
+from orchestrator.workdir import (SweepContext, TrialStatus, pid_alive, read_json, read_trials, trial_status,
+                                  write_json, write_status)
+
+STATE_FILE = "ray.json"
+#: Set for the driver and every worker: no TensorBoard/CSV/JSON loggers in the driver (they import torch there,
+#: +0.8 GB) and no chdir into Tune's trial folder (relative data paths keep working).
+RAY_ENV = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_CHDIR_TO_TRIAL_DIR": "0"}
+LOCAL_OBJECT_STORE_BYTES = 256 * 2**20  # checkpoints go through the filesystem, not the object store
+
+
+class RayBackend(Backend):
+    name = "ray"
+    blocking = True
+
+    def __init__(self, console: Console | None = None):
+        self.console = console or Console(stderr=True)
+
+    # ---------------------------------------------------------------------------------------- submit
+    def submit(self, sweep: SweepContext, trials: list[Any]) -> None:
+        opts = RaySection.model_validate(sweep.options or {})
+        _check_trials(opts, trials)
+        experiment = f"tune-{time.strftime('%Y%m%d-%H%M%S')}"
+        with ray_session(opts, self.console):
+            _check_cluster(opts)
+            tuner = self._tuner(sweep, opts, trials, experiment)
+            self._run(sweep, tuner, str(ray_dir(sweep.sweep_dir) / experiment), opts)
+
+    def restore(self, sweep: SweepContext) -> bool:
+        """Continue the sweep's last Tune experiment; False when there is none to restore."""
+        from ray import tune
+
+        state = read_json(sweep.sweep_dir / STATE_FILE, {}) or {}
+        path = state.get("experiment_path")
+        if not path or not tune.Tuner.can_restore(path):
+            return False
+        opts = RaySection.model_validate(sweep.options or {})
+        with ray_session(opts, self.console):
+            _check_cluster(opts)
+            tuner = tune.Tuner.restore(path, trainable=_trainable(sweep, opts), resume_unfinished=True,
+                                       resume_errored=True, restart_errored=False)
+            self._run(sweep, tuner, path, opts)
+        return True
+
+    def _tuner(self, sweep: SweepContext, opts: RaySection, trials: list[Any], experiment: str) -> Any:
+        from ray import tune
+
+        epochs = max(int(t.config.resolve().epochs) for t in trials)
+        section = opts.scheduler
+        scheduler = build_scheduler(section, epochs, ray_dir(sweep.sweep_dir) / "stops")
+        if section.type == "asha":
+            self.console.print(f"ray: ASHA on {section.metric} ({section.mode}), rungs at epochs "
+                               f"{asha_rungs(section, epochs)}")
+        param_space: dict[str, Any] = {"trial_id": tune.grid_search([t.id for t in trials])}
+        if section.type == "pbt":
+            param_space.update(_initial_values(trials, list(section.hyperparam_mutations)))
+        tune_config = tune.TuneConfig(scheduler=scheduler, num_samples=1,
+                                      max_concurrent_trials=opts.max_concurrent_trials,
+                                      time_budget_s=opts.time_limit_min * 60 if opts.time_limit_min else None,
+                                      trial_name_creator=_trial_name, trial_dirname_creator=_trial_name)
+        keep = 4 if section.type == "pbt" else 2  # PBT needs the clone source's checkpoint to outlive a report
+        run_config = tune.RunConfig(
+            name=experiment, storage_path=str(ray_dir(sweep.sweep_dir)),
+            failure_config=tune.FailureConfig(max_failures=opts.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=keep), verbose=1)
+        return tune.Tuner(_trainable(sweep, opts), param_space=param_space, tune_config=tune_config,
+                          run_config=run_config)
+
+    def _run(self, sweep: SweepContext, tuner: Any, experiment_path: str, opts: RaySection) -> None:
+        state_path = sweep.sweep_dir / STATE_FILE
+        write_json(state_path, {"driver_pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
+                                "experiment_path": experiment_path, "address": opts.address})
+        try:
+            results = tuner.fit()
+        finally:
+            state = read_json(state_path, {}) or {}
+            state.update(driver_pid=None, finished=time.time())
+            write_json(state_path, state)
+        for result in results:
+            if result.error is not None:
+                self.console.print(f"[red]ray trial failed[/] {result.config.get('trial_id')}: "
+                                   f"{str(result.error).splitlines()[0][:200]}")
+        self._settle(sweep)
+
+    def _settle(self, sweep: SweepContext) -> None:
+        """Trials whose worker Tune ended mid-epoch (a cancel, a time limit) never ran their own clean-up: mark
+        them interrupted and their MLflow runs KILLED, once the worker is gone."""
+        from orchestrator.tracking import Tracker
+
+        tracker = None
+        for trial in read_trials(sweep):
+            trial_dir = sweep.trial_dir(trial.id)
+            info = read_json(trial_dir / "status.json", {}) or {}
+            if info.get("state") != "running" or (trial_dir / "final.json").exists():
+                continue
+            if info.get("host") == socket.gethostname():
+                _wait_dead(info.get("pid"), timeout=15)
+            write_status(trial_dir, "interrupted", error="stopped by Ray before a checkpoint; resume or resubmit")
+            run_id = (read_json(trial_dir / "mlflow_run.json") or {}).get("run_id")
+            if run_id:
+                tracker = tracker or Tracker(sweep.tracking_uri)
+                with contextlib.suppress(Exception):
+                    tracker.end_run(run_id, "KILLED")
+
+    # ---------------------------------------------------------------------------------- status/cancel
+    def status(self, sweep: SweepContext) -> list[TrialStatus]:
+        state = read_json(sweep.sweep_dir / STATE_FILE, {}) or {}
+        driver_alive = state.get("host") == socket.gethostname() and pid_alive(state.get("driver_pid"))
+        out = []
+        for trial in read_trials(sweep):
+            trial_dir = sweep.trial_dir(trial.id)
+            status = trial_status(trial, trial_dir)
+            worker = read_json(trial_dir / WORKER_FILE, {}) or {}
+            status.ref = worker.get("tune_trial_id") or status.ref
+            stopped = read_json(trial_dir / STOPPED_FILE)
+            if stopped is not None and status.state != "done":
+                status.state = "done"
+                status.detail = (f"stopped early by {stopped['scheduler']} after epoch {stopped.get('last_epoch')} "
+                                 f"({stopped.get('metric')} {stopped.get('value')})")
+            elif status.state == "pending" and driver_alive:
+                status.detail = "queued in Tune"
+            out.append(status)
+        return out
+
+    def cancel(self, sweep: SweepContext) -> None:
+        """SIGINT to the driver: Tune stops the trials and saves its state (``convit-sweep resume`` continues).
+        A driver that does not stop within a minute gets SIGTERM, then SIGKILL; its private Ray dies with it."""
+        state = read_json(sweep.sweep_dir / STATE_FILE, {}) or {}
+        pid = state.get("driver_pid")
+        if not pid or state.get("host") != socket.gethostname() or not pid_alive(pid):
+            return
+        for sig, wait_s in ((signal.SIGINT, 60), (signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), sig)
+            if _wait_dead(pid, wait_s):
+                return
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def _trial_name(trial: Any) -> str:
+    return str(trial.config.get("trial_id", trial.trial_id))
+
+
+def _trainable(sweep: SweepContext, opts: RaySection) -> Any:
+    from ray import tune
+
+    resources = {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial}
+    return tune.with_resources(tune.with_parameters(train_trial, sweep_dir=str(sweep.sweep_dir)), resources)
+
+
+def _initial_values(trials: list[Any], keys: list[str]) -> dict[str, Any]:
+    """PBT needs its mutated keys in each Tune trial's config: each takes its own trial's value."""
+    from ray import tune
+
+    from orchestrator.backends.ray_pbt import mutated_values
+
+    values = {t.id: mutated_values(t.config, keys) for t in trials}
+    return {key: tune.sample_from(_ValueOf(values, key)) for key in keys}
+
+
+class _ValueOf:
+    """``spec -> value of key for spec.config.trial_id`` (a class, not a lambda, so it pickles by value)."""
+
+    def __init__(self, values: dict[str, dict[str, Any]], key: str):
+        self.values, self.key = values, key
+
+    def __call__(self, spec: Any) -> Any:
+        return self.values[spec.config["trial_id"]][self.key]
+
+
+def _check_trials(opts: RaySection, trials: list[Any]) -> None:
+    """Problems only visible with the trials at hand, reported before Ray starts."""
+    section = opts.scheduler
+    if section.type != "pbt":
+        return
+    from orchestrator.backends.ray_pbt import with_values
+
+    problems = []
+    for key, (low, high) in mutation_bounds(section.hyperparam_mutations).items():
+        if key == "weight_decay" and low <= 0:
+            problems.append("weight_decay: PBT cannot turn weight decay off and on within a trial; use low > 0")
+        for trial in trials:
+            if key == "weight_decay" and trial.config.weight_decay == 0:
+                problems.append(f"trial {trial.name} starts with weight_decay 0: PBT cannot mutate it")
+                break
+            for value in (low, high):
+                try:
+                    with_values(trial.config, {key: value})
+                except ValueError as exc:
+                    problems.append(f"{key}={value:g} is invalid for trial {trial.name}: "
+                                    f"{str(exc).splitlines()[-1].strip()}")
+                    break
+    if problems:
+        raise OrchestratorError("ray.scheduler.hyperparam_mutations: " + "; ".join(dict.fromkeys(problems)))
+
+
+def _check_cluster(opts: RaySection) -> None:
+    import ray
+
+    total = ray.cluster_resources()
+    cpus, gpus = total.get("CPU", 0.0), total.get("GPU", 0.0)
+    if opts.cpus_per_trial > cpus or opts.gpus_per_trial > gpus:
+        raise OrchestratorError(f"a trial asks for {opts.cpus_per_trial:g} CPU(s) and {opts.gpus_per_trial:g} GPU(s) "
+                                f"but the Ray cluster has {cpus:g} CPU(s) and {gpus:g} GPU(s) in all: lower "
+                                "ray.cpus_per_trial/gpus_per_trial or use a bigger cluster")
+
+
+def _wait_dead(pid: Any, timeout: float) -> bool:
+    deadline = time.time() + timeout
+    while pid and pid_alive(int(pid)):
+        if time.time() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+@contextlib.contextmanager
+def ray_session(opts: RaySection, console: Console | None = None) -> Iterator[None]:
+    """Ray for one submit: a private local instance on 127.0.0.1 (shut down afterwards), or the cluster at
+    ``opts.address``; a Ray already initialised in this process (a notebook, a test) is used as it is."""
+    os.environ.update(RAY_ENV)
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    runtime_env = {"env_vars": {**RAY_ENV, **_forwarded_env()}}
+    common = dict(runtime_env=runtime_env, log_to_driver=True, logging_level="WARNING")
+    try:
+        if opts.address:
+            ray.init(address=opts.address, **common)
+        else:
+            ray.init(address="local", num_cpus=opts.num_cpus or _cpu_count(), num_gpus=opts.num_gpus,
+                     include_dashboard=opts.dashboard, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
+                     object_store_memory=LOCAL_OBJECT_STORE_BYTES, **common)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        where = f"the Ray cluster at {opts.address}" if opts.address else "a local Ray"
+        raise OrchestratorError(f"could not start or reach {where}: {exc}") from exc
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _forwarded_env() -> dict[str, str]:
+    """Settings the trial processes need from the submitting shell (absolute, since workers may run elsewhere)."""
+    out = {}
+    for name in ("CONVIT_DATA_ROOT", "MLFLOW_TRACKING_URI"):
+        if os.environ.get(name):
+            value = os.environ[name]
+            out[name] = str(Path(value).resolve()) if name == "CONVIT_DATA_ROOT" else value
+    return out
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+# ------------------------------------------------------------------------------------------------- resume
+def resume_command(sweep_name: str, workdir: Path | None, console: Console) -> int:
+    """``convit-sweep resume SWEEP``: continue an interrupted Ray sweep where Tune left it.
+
+    With Tune's experiment state: Tuner.restore (unfinished and errored trials resume from their checkpoints;
+    ASHA rungs and PBT state are kept). Without it (the driver died before Tune saved any), the unfinished
+    trials run in a new Tune experiment, each resuming from its own checkpoints. Exit codes as for submit.
+    """
+    from orchestrator.sweep import finished_on_disk
+    from orchestrator.tracking import Tracker
+    from orchestrator.workdir import resolve_workdir
+
+    ctx = SweepContext.load(resolve_workdir(workdir), sweep_name)
+    if ctx.backend != "ray":
+        raise OrchestratorError(f"sweep '{ctx.name}' ran on the {ctx.backend} backend; `resume` continues Ray "
+                                f"sweeps: submit its file again to resume it")
+    state = read_json(ctx.sweep_dir / STATE_FILE, {}) or {}
+    if state.get("host") == socket.gethostname() and pid_alive(state.get("driver_pid")):
+        raise OrchestratorError(f"sweep '{ctx.name}' is still running (driver pid {state['driver_pid']}); "
+                                f"`convit-sweep cancel {ctx.name}` stops it")
+    trials = read_trials(ctx)
+    tracker = Tracker(ctx.tracking_uri)
+    spec_text = (ctx.sweep_dir / "spec.yaml").read_text() if (ctx.sweep_dir / "spec.yaml").exists() else ""
+    ctx.parent_run_id = tracker.start_sweep(experiment=ctx.experiment, sweep_id=ctx.sweep_id, spec_text=spec_text,
+                                            axes=ctx.axes, backend=ctx.backend, git_commit=ctx.git_commit,
+                                            n_trials=len(trials))
+    backend = RayBackend(console=console)
+    try:
+        if backend.restore(ctx):
+            console.print(f"resumed the Tune experiment {state.get('experiment_path')}")
+        else:
+            done = finished_on_disk(ctx, trials) | tracker.finished_trial_ids(ctx.experiment, ctx.sweep_id)
+            todo = [t for t in trials if t.id not in done]
+            console.print(f"no Tune state to restore: running the {len(todo)} unfinished trial(s) again "
+                          "(each resumes from its checkpoints)")
+            if todo:
+                backend.submit(ctx, todo)
+    except BaseException:
+        tracker.end_run(ctx.parent_run_id, "KILLED")
+        raise
+    statuses = backend.status(ctx)
+    states = {s.state for s in statuses}
+    tracker.end_run(ctx.parent_run_id, "FINISHED" if states <= {"done"} else
+                    ("FAILED" if "failed" in states else "KILLED"))
+    for s in statuses:
+        console.print(f"{s.trial_id}  {s.name:40s} {s.state:12s} {s.detail}", highlight=False)
+    return 0 if states <= {"done"} else 1
+
+
+if __name__ == "__main__":  # pragma: no cover - a debugging aid: python -m orchestrator.backends.ray SWEEP
+    sys.exit(resume_command(sys.argv[1], None, Console()))
