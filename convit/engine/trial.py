@@ -130,6 +130,7 @@ class _Trial:
         from timm.scheduler import CosineLRScheduler
 
         cfg, res = self.cfg, self.res
+        self.trainable = [p for p in self.raw.parameters() if p.requires_grad]
         self.optimizer = create_optimizer_v2(self.raw, opt=cfg.opt, lr=res.lr, weight_decay=cfg.weight_decay,
                                              eps=cfg.opt_eps)
         steps = self.sampler.steps
@@ -289,7 +290,7 @@ class _Trial:
             raise TrialFailed(f"non-finite training loss ({value}) at epoch {self.epoch}, step {self.step} "
                               f"(lr {self.optimizer.param_groups[0]['lr']:.3g}); lower lr or enable clip_grad")
         self.optimizer.zero_grad(set_to_none=True)
-        params = [p for p in self.raw.parameters() if p.requires_grad]
+        params = self.trainable
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             if self.cfg.clip_grad:

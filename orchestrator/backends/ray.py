@@ -102,8 +102,10 @@ class RayBackend(Backend):
 
     def _run(self, sweep: SweepContext, tuner: Any, experiment_path: str, opts: RaySection) -> None:
         state_path = sweep.sweep_dir / STATE_FILE
+        reap_orphans(sweep)
         write_json(state_path, {"driver_pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
-                                "experiment_path": experiment_path, "address": opts.address})
+                                "experiment_path": experiment_path, "address": opts.address,
+                                "ray_pids": list(_LOCAL_RAY_PIDS)})
         try:
             results = tuner.fit()
         finally:
@@ -270,10 +272,58 @@ def ray_session(opts: RaySection, console: Console | None = None) -> Iterator[No
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at {opts.address}" if opts.address else "a local Ray"
         raise OrchestratorError(f"could not start or reach {where}: {exc}") from exc
+    if not opts.address:
+        _remember_local_ray()
     try:
         yield
     finally:
         ray.shutdown()
+        _LOCAL_RAY_PIDS.clear()
+
+
+_LOCAL_RAY_PIDS: list[int] = []
+
+
+def _remember_local_ray() -> None:
+    """The pids of the private Ray's processes (head services, raylet and the agents it started), kept in
+    ray.json: a driver killed with SIGKILL leaves the agents running, and the next submit/resume reaps them."""
+    import ray
+
+    try:
+        node = ray._private.worker._global_node  # noqa: SLF001 - the only handle on the local node's processes
+        pids = [info.process.pid for infos in node.all_processes.values() for info in infos if info.process]
+    except AttributeError:
+        return
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) in pids and _is_ray_process(int(stat.parent.name)):
+            children.append(int(stat.parent.name))
+    _LOCAL_RAY_PIDS[:] = sorted(set(pids + children))
+
+
+def _is_ray_process(pid: int) -> bool:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    return cmd.startswith("ray::") or "/ray/" in cmd
+
+
+def reap_orphans(sweep: SweepContext) -> list[int]:
+    """Kill what is left of the private Ray of a driver that died without shutting it down (by recorded pid,
+    only processes that are still Ray's)."""
+    state = read_json(sweep.sweep_dir / STATE_FILE, {}) or {}
+    if state.get("host") != socket.gethostname() or pid_alive(state.get("driver_pid")):
+        return []
+    killed = [pid for pid in state.get("ray_pids", []) if pid_alive(pid) and _is_ray_process(pid)]
+    for pid in killed:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return killed
 
 
 def _forwarded_env() -> dict[str, str]:

@@ -207,9 +207,11 @@ class SlurmTrial(Checkpointable):
         path = Path(self.trial_dir) / TASK_FILE
         record = read_json(path, {}) or {}
         starts = list(record.get("starts", []))
+        saved = sorted((Path(self.trial_dir) / "checkpoints").glob("ckpt-*.pt"))
         starts.append({"job_id": env.job_id, "restart_count": int(os.environ.get("SLURM_RESTART_COUNT", "0")),
                        "host": socket.gethostname(), "process_start": started, "call": time.time(),
-                       "code": str(Path(__file__).resolve().parents[2]), "num_tasks": env.num_tasks})
+                       "code": str(Path(__file__).resolve().parents[2]), "num_tasks": env.num_tasks,
+                       "resume_from": saved[-1].name if saved else None})
         write_json(path, {**record, "starts": starts})
 
     def _record_first_step(self, started: float) -> bool:

@@ -1,0 +1,346 @@
+"""The SLURM backend end to end on the real local cluster (slurm/start.sh): real slurmctld/slurmd/slurmdbd, real
+sbatch arrays through submitit, a real MLflow sqlite store, the real `convit-sweep` command.
+
+One module fixture drives every scenario on the 2-CPU node at once (about 4 minutes in all) and the tests
+check one behaviour each:
+
+* ``main``: 5 trials as ONE job array, submitted from a private copy of the code that is broken right after
+  submission (the code snapshot must keep every task working): trial 0 gets ``scancel --signal=USR2`` mid-epoch
+  (preemption), trial 1 ``scontrol requeue``, trial 4 fails (its data folder does not exist).
+* ``limit``: one trial longer than its 1-minute time limit, requeued at the limit until it completes.
+* ``stop``: ``convit-sweep cancel`` while one trial runs and one is queued, then submitted again.
+
+Skipped, with the reason, where no cluster answers.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.tracking import Tracker, default_tracking_uri
+from orchestrator.workdir import read_json, read_metrics
+
+pytestmark = pytest.mark.slurm
+REPO = Path(__file__).resolve().parents[1]
+DEADLINE_S = 420.0
+
+
+def cluster_problem() -> str | None:
+    if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
+        return "no SLURM client on PATH (start the local cluster: sudo bash slurm/start.sh)"
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=15)
+    except subprocess.TimeoutExpired:
+        return "the SLURM controller does not answer (sinfo timed out)"
+    if out.returncode != 0 or not out.stdout.strip():
+        return f"the SLURM controller does not answer: {out.stderr.strip()}"
+    acct = subprocess.run(["sacct", "-n", "-X", "-S", "now-1minute"], capture_output=True, text=True, timeout=15)
+    if acct.returncode != 0:
+        return f"SLURM accounting (sacct) is not available: {acct.stderr.strip()}"
+    return None
+
+
+SMOKE = {"preset": "smoke", "synthetic_val_size": 16, "data_root": "/nonexistent/convit-test-data"}
+MAIN = {
+    "name": "main",
+    "base": {**SMOKE, "epochs": 3, "synthetic_train_size": 256},
+    "zip": {"model": ["convit_tiny", "convit_tiny", "deit_tiny", "deit_tiny", "deit_tiny"],
+            "seed": [0, 1, 0, 1, 2],
+            "dataset": ["synthetic", "synthetic", "synthetic", "synthetic", "imagefolder"]},
+    "slurm": {"profile": "local", "array_parallelism": 2},
+}
+LIMIT = {
+    "name": "limit",
+    "base": {**SMOKE, "epochs": 16, "synthetic_train_size": 256, "analysis_every": 0},
+    "seeds": [0],
+    "slurm": {"profile": "local", "timeout_min": 1, "signal_delay_s": 45, "max_requeues": 8},
+}
+STOP = {
+    "name": "stop",
+    "base": {**SMOKE, "epochs": 3, "synthetic_train_size": 256},
+    "seeds": [0, 1],
+    "slurm": {"profile": "local", "array_parallelism": 1},
+}
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+class Session:
+    """The CLI against one working folder, from a given code folder, with the collected observations."""
+
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.work = tmp / "runs"
+        self.code = tmp / "code"
+        self.seen: dict[str, Any] = {}
+
+    def cli(self, *args: str, code: Path | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "CONVIT_WORKDIR")}
+        env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(code or REPO))
+        out = subprocess.run([sys.executable, "-m", "orchestrator.cli", *args, "--workdir", str(self.work)],
+                             cwd=self.tmp, env=env, capture_output=True, text=True, timeout=timeout)
+        return out
+
+    def submit(self, spec: dict[str, Any], code: Path | None = None) -> None:
+        import yaml
+
+        path = self.tmp / f"{spec['name']}.yaml"
+        path.write_text(yaml.safe_dump(spec))
+        out = self.cli("submit", str(path), "--backend", "slurm", code=code)
+        assert out.returncode == 0, out.stdout + out.stderr
+        self.seen[f"submit_{spec['name']}"] = out.stdout + out.stderr
+
+    def sweep_dir(self, name: str) -> Path:
+        return self.work / "sweeps" / name
+
+    def trials(self, name: str) -> list[dict[str, Any]]:
+        return read_json(self.sweep_dir(name) / "trials.json", [])
+
+    def job_of(self, name: str, trial_id: str) -> str:
+        return read_json(self.sweep_dir(name) / "slurm.json")["tasks"][trial_id]
+
+    def arrays(self, name: str) -> list[str]:
+        return [a["job_id"] for a in read_json(self.sweep_dir(name) / "slurm.json")["arrays"]]
+
+    def status(self, name: str) -> list[dict[str, Any]]:
+        out = self.cli("status", name, "--json")
+        assert out.returncode == 0, out.stdout + out.stderr
+        return json.loads(out.stdout)
+
+    def queued(self, arrays: list[str]) -> bool:
+        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i", "-j", ",".join(arrays)], capture_output=True,
+                             text=True, timeout=30)
+        return bool(out.stdout.strip())
+
+
+def wait_for(predicate, deadline: float, what: str, poll: float = 0.1) -> None:
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(poll)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def epochs_done(trial_dir: Path) -> int:
+    return len(read_metrics(trial_dir))
+
+
+def sacct_states(job_id: str) -> list[str]:
+    out = subprocess.run(["sacct", "-n", "-P", "-X", "-D", "-o", "State", "-j", job_id], capture_output=True,
+                         text=True, timeout=30)
+    return [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
+
+
+def scancel_all(session: Session) -> None:
+    for name in ("main", "limit", "stop"):
+        try:
+            ids = session.arrays(name)
+        except (TypeError, KeyError):
+            continue
+        subprocess.run(["scancel", *ids], capture_output=True, timeout=30)
+
+
+# ------------------------------------------------------------------------------------------------ fixture
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Session:
+    problem = cluster_problem()
+    if problem:
+        pytest.skip(problem)
+    session = Session(tmp_path_factory.mktemp("slurm"))
+    for folder in ("convit", "orchestrator", "slurm/profiles"):
+        shutil.copytree(REPO / folder, session.code / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    deadline = time.time() + DEADLINE_S
+    try:
+        _drive(session, deadline)
+    except BaseException:
+        scancel_all(session)
+        raise
+    return session
+
+
+def _drive(s: Session, deadline: float) -> None:
+    s.submit(LIMIT)
+    s.submit(MAIN, code=s.code)
+    # The working tree the sweep was submitted from changes under the queued and running tasks.
+    broken = s.code / "convit" / "engine" / "trial.py"
+    broken.write_text(broken.read_text() + "\nraise RuntimeError('the working tree was edited after submit')\n")
+    main = s.trials("main")
+    preempted, requeued = (s.sweep_dir("main") / "trials" / main[i]["id"] for i in (0, 1))
+
+    # Preemption (USR2) and an admin requeue, each while its trial is in its second epoch.
+    pending = {"usr2": (preempted, ["scancel", "--signal=USR2", s.job_of("main", main[0]["id"])]),
+               "requeue": (requeued, ["scontrol", "requeue", s.job_of("main", main[1]["id"])])}
+    while pending and time.time() < deadline:
+        for key, (trial_dir, cmd) in list(pending.items()):
+            if epochs_done(trial_dir) >= 1:
+                subprocess.run(cmd, check=True, capture_output=True, timeout=30)
+                s.seen[f"{key}_at_epoch"] = epochs_done(trial_dir)
+                del pending[key]
+        time.sleep(0.05)
+    assert not pending, f"trials never reached their second epoch: {list(pending)}"
+    wait_for(lambda: not s.queued(s.arrays("main")), deadline, "the main array to finish", poll=2)
+    s.seen["main_status"] = s.status("main")
+
+    # Cancel while one trial runs and the other waits, then submit again.
+    s.submit(STOP)
+    first = s.sweep_dir("stop") / "trials" / s.trials("stop")[0]["id"]
+    wait_for(lambda: epochs_done(first) >= 1, deadline, "the first 'stop' trial to finish an epoch")
+    out = s.cli("cancel", "stop")
+    s.seen["cancel"] = out
+    s.seen["stop_after_cancel"] = s.status("stop")
+    s.seen["stop_queued_after_cancel"] = s.queued(s.arrays("stop"))
+    s.seen["stop_run_after_cancel"] = read_json(first / "mlflow_run.json")["run_id"]
+    tracker = Tracker(default_tracking_uri(s.work))
+    s.seen["stop_parent_after_cancel"] = tracker.find_sweep_run("stop", "stop").info.status
+    s.seen["stop_runs_after_cancel"] = {k: r.info.status for k, r in tracker.trial_runs("stop", "stop").items()}
+    s.submit(STOP)
+    wait_for(lambda: not s.queued(s.arrays("stop")), deadline, "the resubmitted 'stop' sweep to finish", poll=2)
+
+    wait_for(lambda: not s.queued(s.arrays("limit")), deadline, "the time-limited trial to finish", poll=2)
+
+
+# ------------------------------------------------------------------------------------------------ checks
+def reference_final(trial: dict[str, Any], tmp: Path) -> dict[str, float]:
+    """The same trial, uninterrupted, in this process (1 thread, as in the task): the exact result to match."""
+    import torch
+
+    from convit.engine import run_trial
+    from orchestrator.expand import Trial
+
+    torch.set_num_threads(1)
+    return run_trial(Trial.from_dict(trial).config, tmp / f"ref-{trial['id']}")
+
+
+def result_metrics(final: dict[str, float]) -> dict[str, float]:
+    """Metrics that depend only on the computation (not on timing or memory)."""
+    return {k: v for k, v in final.items() if not any(w in k for w in ("time", "per_s", "mem"))}
+
+
+def same(a: dict[str, float], b: dict[str, float]) -> bool:
+    return a.keys() == b.keys() and all(a[k] == b[k] or (math.isnan(a[k]) and math.isnan(b[k])) for k in a)
+
+
+def child_runs(s: Session, sweep: str) -> dict[str, Any]:
+    return Tracker(default_tracking_uri(s.work)).trial_runs(sweep, sweep)
+
+
+def epoch_steps(s: Session, run_id: str) -> list[int]:
+    return [step for step, _ in Tracker(default_tracking_uri(s.work)).metric_history(run_id, "epoch")]
+
+
+def test_sweep_is_one_array_and_lands_in_mlflow(run: Session):
+    trials = run.trials("main")
+    assert len(run.arrays("main")) == 1
+    array = run.arrays("main")[0]
+    assert {run.job_of("main", t["id"]) for t in trials} == {f"{array}_{i}" for i in range(5)}
+    states = {s["trial_id"]: s for s in run.seen["main_status"]}
+    assert [states[t["id"]]["state"] for t in trials] == ["done"] * 4 + ["failed"]
+    runs = child_runs(run, "main")
+    assert set(runs) == {t["id"] for t in trials}
+    tracker = Tracker(default_tracking_uri(run.work))
+    parent = tracker.find_sweep_run("main", "main")
+    assert parent.info.status == "FAILED"  # closed by the last task to end, failed because one trial failed
+    for t in trials[:4]:
+        r = runs[t["id"]]
+        assert r.info.status == "FINISHED"
+        assert r.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert r.data.tags["slurm_job_id"] == array and r.data.tags["backend"] == "slurm"
+        assert epoch_steps(run, r.info.run_id) == [0, 1, 2]  # every epoch exactly once, requeues included
+        final = read_json(run.sweep_dir("main") / "trials" / t["id"] / "final.json")["metrics"]
+        assert r.data.metrics["final/val_top1"] == pytest.approx(final["val_top1"])
+
+
+def test_tasks_run_the_code_snapshot_not_the_edited_working_tree(run: Session):
+    snapshots = list((run.sweep_dir("main") / "slurm").glob("code-*"))
+    assert len(snapshots) == 1
+    assert "edited after submit" not in (snapshots[0] / "convit" / "engine" / "trial.py").read_text()
+    for t in run.trials("main")[:4]:
+        starts = read_json(run.sweep_dir("main") / "trials" / t["id"] / "slurm_task.json")["starts"]
+        assert starts and all(Path(s["code"]) == snapshots[0] for s in starts)
+
+
+def test_preempted_trial_resumes_mid_epoch_with_identical_results(run: Session, tmp_path: Path):
+    trial = run.trials("main")[0]
+    trial_dir = run.sweep_dir("main") / "trials" / trial["id"]
+    starts = read_json(trial_dir / "slurm_task.json")["starts"]
+    assert len(starts) >= 2 and starts[1]["restart_count"] >= 1
+    epoch, step = (int(x) for x in starts[1]["resume_from"][5:-3].split("-"))
+    assert epoch >= 1 and step > 0, f"resumed from {starts[1]['resume_from']}: not a mid-epoch checkpoint"
+    assert "REQUEUED" in sacct_states(run.job_of("main", trial["id"]))
+    log = (run.sweep_dir("main") / "slurm" / "logs" / f"{run.job_of('main', trial['id'])}_0_log.err").read_text()
+    assert "USR2: exact checkpoint saved" in log
+    assert len(child_runs(run, "main")[trial["id"]].data.tags) and epoch_steps(
+        run, read_json(trial_dir / "mlflow_run.json")["run_id"]) == [0, 1, 2]
+    got = read_json(trial_dir / "final.json")["metrics"]
+    assert same(result_metrics(got), result_metrics(reference_final(trial, tmp_path)))
+
+
+def test_scontrol_requeue_loses_nothing_since_the_checkpoint_and_completes(run: Session, tmp_path: Path):
+    trial = run.trials("main")[1]
+    trial_dir = run.sweep_dir("main") / "trials" / trial["id"]
+    starts = read_json(trial_dir / "slurm_task.json")["starts"]
+    assert len(starts) >= 2 and starts[-1]["restart_count"] >= 1
+    assert starts[1]["resume_from"] is not None  # resumed from a checkpoint, not from scratch
+    assert "REQUEUED" in sacct_states(run.job_of("main", trial["id"]))
+    status = {s["trial_id"]: s for s in run.seen["main_status"]}[trial["id"]]
+    assert status["slurm"]["restarts"] >= 1
+    assert epoch_steps(run, read_json(trial_dir / "mlflow_run.json")["run_id"]) == [0, 1, 2]
+    got = read_json(trial_dir / "final.json")["metrics"]
+    assert same(result_metrics(got), result_metrics(reference_final(trial, tmp_path)))
+
+
+def test_failing_trial_shows_its_error_and_does_not_stop_the_others(run: Session):
+    trial = run.trials("main")[4]
+    status = {s["trial_id"]: s for s in run.seen["main_status"]}[trial["id"]]
+    assert status["state"] == "failed"
+    assert "/nonexistent/convit-test-data" in status["detail"]
+    assert "Traceback" in status["slurm"]["stderr_tail"] and status["slurm"]["state"] == "FAILED"
+    r = child_runs(run, "main")[trial["id"]]
+    assert r.info.status == "FAILED" and "/nonexistent/convit-test-data" in r.data.tags["failure_reason"]
+    out = run.cli("status", "main")
+    assert "failed" in out.stdout and "4 done" in out.stdout
+
+
+def test_time_limited_trial_is_requeued_and_completes(run: Session):
+    trial = run.trials("limit")[0]
+    trial_dir = run.sweep_dir("limit") / "trials" / trial["id"]
+    job = run.job_of("limit", trial["id"])
+    states = sacct_states(job)
+    assert "REQUEUED" in states and states[-1] == "COMPLETED", states
+    assert (trial_dir / "final.json").is_file()
+    runs = child_runs(run, "limit")
+    assert len(runs) == 1 and runs[trial["id"]].info.status == "FINISHED"
+    assert epoch_steps(run, runs[trial["id"]].info.run_id) == list(range(16))
+    status = run.status("limit")[0]
+    assert status["state"] == "done" and status["slurm"]["restarts"] >= 1
+
+
+def test_cancel_checkpoints_running_trials_and_submit_resumes_them(run: Session):
+    assert run.seen["cancel"].returncode == 0, run.seen["cancel"].stderr
+    assert run.seen["stop_queued_after_cancel"] is False
+    first, second = run.trials("stop")
+    states = {s["trial_id"]: s for s in run.seen["stop_after_cancel"]}
+    assert states[first["id"]]["state"] == "interrupted"
+    assert states[second["id"]]["state"] == "pending" and "before it started" in states[second["id"]]["detail"]
+    assert run.seen["stop_parent_after_cancel"] == "KILLED"
+    assert run.seen["stop_runs_after_cancel"] == {first["id"]: "KILLED"}
+    first_dir = run.sweep_dir("stop") / "trials" / first["id"]
+    starts = read_json(first_dir / "slurm_task.json")["starts"]
+    epoch, step = (int(x) for x in starts[-1]["resume_from"][5:-3].split("-"))
+    assert epoch >= 1 and step > 0, "the cancelled trial did not checkpoint at the SIGTERM (mid-epoch)"
+    assert len(run.arrays("stop")) == 2  # resubmitted as a second array
+    for t in (first, second):
+        assert (run.sweep_dir("stop") / "trials" / t["id"] / "final.json").is_file()
+    runs = child_runs(run, "stop")
+    assert runs[first["id"]].info.run_id == run.seen["stop_run_after_cancel"]  # the same MLflow run continued
+    assert all(r.info.status == "FINISHED" for r in runs.values())
+    assert epoch_steps(run, runs[first["id"]].info.run_id) == [0, 1, 2]
+    assert Tracker(default_tracking_uri(run.work)).find_sweep_run("stop", "stop").info.status == "FINISHED"
