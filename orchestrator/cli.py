@@ -200,14 +200,15 @@ def _backend_for(ctx: Any) -> Any:
     try:
         return get_backend(ctx.backend)
     except BackendUnavailable as exc:
-        err_console.print(f"[yellow]{exc}; showing what the working folder knows[/]")
+        reason = str(exc)
+        err_console.print(f"[yellow]{escape(reason)}; showing what the working folder knows[/]")
 
         class _FolderOnly(Backend):
             def submit(self, sweep: Any, trials: list[Any]) -> None:
                 raise OrchestratorError("unavailable")
 
             def cancel(self, sweep: Any) -> None:
-                raise OrchestratorError(str(exc))
+                raise OrchestratorError(reason)
 
         return _FolderOnly()
 

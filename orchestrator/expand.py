@@ -19,8 +19,8 @@ from typing import Any, Iterator, Sequence
 from pydantic import BaseModel, ValidationError
 
 from orchestrator.errors import SpecError, SpecIssue
-from orchestrator.spec import (AXIS_SECTIONS, COMMAND_LINE, SEED_KEY, parse_spec_partial, read_spec_text, DocPath, Provenance, SweepSpec, base_leaves, display_key,
-                               trial_config_class)
+from orchestrator.spec import (COMMAND_LINE, SEED_KEY, DocPath, Provenance, SweepSpec, base_leaves, display_key,
+                               parse_spec_partial, read_spec_text, trial_config_class)
 
 ID_LENGTH = 12
 

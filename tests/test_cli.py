@@ -106,3 +106,36 @@ def test_train_delegates_to_the_engine_cli(tmp_path: Path, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert code == 0 and printed["config"]["epochs"] == 3 and printed["config_hash"]
     assert cli.main(["train", "smoke", "epochs=0", "--out", str(tmp_path / "t")]) == 2
+
+
+def test_server_command_prints_its_uri_and_stops_on_ctrl_c(tmp_path: Path):
+    import re
+    import signal
+    import time
+    import urllib.request
+
+    from orchestrator.server import free_port
+    from orchestrator.workdir import pid_alive
+
+    port = free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "server", "--port", str(port),
+                             "--workdir", str(tmp_path / "runs")], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline, line = time.time() + 90, ""
+        while time.time() < deadline and "Ctrl-C" not in line:
+            line += proc.stdout.readline()
+        found = re.search(r"MLflow server \(pid (\d+)\) at (http://127\.0\.0\.1:\d+)", line)
+        assert found, line
+        server_pid, uri = int(found.group(1)), found.group(2)
+        assert uri == f"http://127.0.0.1:{port}"
+        with urllib.request.urlopen(f"{uri}/health", timeout=5) as response:
+            assert response.status == 200
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 0
+        assert not pid_alive(server_pid)
+        assert (tmp_path / "runs" / "mlflow.db").is_file()
+    finally:
+        if proc.poll() is None:
+            proc.kill()

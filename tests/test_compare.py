@@ -2,7 +2,6 @@
 MLflow store filled the way trial processes fill it."""
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 

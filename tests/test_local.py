@@ -178,40 +178,30 @@ def test_cancelled_and_killed_trial_resumes_with_each_step_once(tmp_path: Path):
     assert dict(tracker.metric_history(run_id, "train_loss")) == pytest.approx(jsonl)
 
 
-def test_sweep_through_a_real_mlflow_server(tmp_path: Path):
+def test_served_sweep_records_a_failed_trial_and_reruns_only_it(tmp_path: Path):
     server = start_server(tmp_path / "server", port=free_port())
     try:
         work = tmp_path / "runs"
-        spec = sweep_file(tmp_path, "served")
-        done = cli("submit", str(spec), "--workdir", str(work), "--tracking-uri", server.uri)
-        assert done.returncode == 0, done.stdout + done.stderr
+        spec = tmp_path / "served.yaml"
+        spec.write_text(SMOKE.format(name="served", epochs=1, train=32, models="[deit_tiny]")
+                        + f"zip:\n  dataset: [synthetic, cifar10]\n  data_root: [null, {tmp_path / 'nowhere'}]\n")
+        result = cli("submit", str(spec), "--workdir", str(work), "--tracking-uri", server.uri)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "1 trial(s) failed" in result.stderr
         assert not (work / "mlflow.db").exists()  # everything went to the server
+        status = json.loads(cli("status", "served", "--workdir", str(work), "--json").stdout)
+        by_state = {s["state"]: s for s in status}
+        assert set(by_state) == {"done", "failed"} and "nowhere" in by_state["failed"]["detail"]
         tracker = Tracker(server.uri)
         runs = tracker.trial_runs("served", "served")
-        assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs.values())
-        for run in runs.values():
-            assert steps(tracker, run.info.run_id, "val_top1") == [0, 1]
-            assert "config.json" in {a.path for a in tracker.client.list_artifacts(run.info.run_id)}
-        again = cli("submit", str(spec), "--workdir", str(work))  # the recorded URI is reused
-        assert again.returncode == 0 and "nothing to run" in again.stdout, again.stdout + again.stderr
+        good, bad = runs[by_state["done"]["trial_id"]], runs[by_state["failed"]["trial_id"]]
+        assert good.info.status == "FINISHED" and steps(tracker, good.info.run_id, "val_top1") == [0]
+        assert "config.json" in {a.path for a in tracker.client.list_artifacts(good.info.run_id)}
+        assert bad.info.status == "FAILED" and "nowhere" in bad.data.tags["failure_reason"]
+        assert tracker.find_sweep_run("served", "served").info.status == "FAILED"
+
+        again = cli("submit", str(spec), "--workdir", str(work))  # the recorded tracking URI is reused
+        assert again.returncode == 1 and "1 trial(s) already finished" in again.stdout, again.stdout + again.stderr
+        assert len(tracker.trial_runs("served", "served")) == 2  # the failed trial reran in its own run
     finally:
         server.stop()
-
-
-def test_failed_trial_is_recorded_and_others_still_run(tmp_path: Path):
-    work = tmp_path / "runs"
-    spec = tmp_path / "failing.yaml"
-    spec.write_text(SMOKE.format(name="failing", epochs=1, train=32, models="[deit_tiny]")
-                    + "zip:\n  dataset: [synthetic, cifar10]\n  data_root: [null, " + str(tmp_path / "nowhere") + "]\n")
-    result = cli("submit", str(spec), "--workdir", str(work))
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "1 trial(s) failed" in result.stderr
-    states = {s["name"]: s for s in json.loads(cli("status", "failing", "--workdir", str(work), "--json").stdout)}
-    assert {name.split("dataset=")[1].split(",")[0]: s["state"] for name, s in states.items()} == {
-        "synthetic": "done", "cifar10": "failed"}
-    failed = next(s for s in states.values() if s["state"] == "failed")
-    assert "nowhere" in failed["detail"]
-    tracker = Tracker(default_tracking_uri(work))
-    run = tracker.trial_runs("failing", "failing")[failed["trial_id"]]
-    assert run.info.status == "FAILED" and "nowhere" in run.data.tags["failure_reason"]
-    assert tracker.find_sweep_run("failing", "failing").info.status == "FAILED"

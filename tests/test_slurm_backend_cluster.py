@@ -133,6 +133,20 @@ def epochs_done(trial_dir: Path) -> int:
     return len(read_metrics(trial_dir))
 
 
+def slurm_command(cmd: list[str]) -> None:
+    """Run scancel/scontrol. Slurm 22.05 answers a signal to one task of an array whose other tasks are
+    pending with "Job can not be altered now, try again later" although it delivered the signal, and scancel
+    then retries for ever: give it a few seconds, the effect is checked by the tests."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = proc.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return
+    assert proc.returncode == 0, f"{' '.join(cmd)}: {err}"
+
+
 def sacct_states(job_id: str) -> list[str]:
     out = subprocess.run(["sacct", "-n", "-P", "-X", "-D", "-o", "State", "-j", job_id], capture_output=True,
                          text=True, timeout=30)
@@ -181,7 +195,7 @@ def _drive(s: Session, deadline: float) -> None:
     while pending and time.time() < deadline:
         for key, (trial_dir, cmd) in list(pending.items()):
             if epochs_done(trial_dir) >= 1:
-                subprocess.run(cmd, check=True, capture_output=True, timeout=30)
+                slurm_command(cmd)
                 s.seen[f"{key}_at_epoch"] = epochs_done(trial_dir)
                 del pending[key]
         time.sleep(0.05)

@@ -1,4 +1,4 @@
-"""MLflow tracking against real stores: a sqlite file, and a real `mlflow server` process on 127.0.0.1."""
+"""MLflow tracking against a real sqlite store (the real `mlflow server` is exercised in test_local/test_cli)."""
 from __future__ import annotations
 
 import json
@@ -8,9 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.server import free_port, start_server
 from orchestrator.tracking import MlflowReporter, Tracker, default_tracking_uri, flatten
-from orchestrator.workdir import pid_alive
 
 
 def _open(tracker: Tracker, trial_id: str = "t1", parent: str | None = None) -> str:
@@ -97,22 +95,3 @@ def test_parallel_writers_on_one_sqlite_lose_nothing(tracker: Tracker):
         run_id = runs[f"w{i}"].info.run_id
         assert _steps(tracker, run_id, "epoch") == list(range(25))
         assert _steps(tracker, run_id, "m19") == list(range(25))
-
-
-def test_real_server_process_logs_and_stops_by_pid(tmp_path: Path):
-    handle = start_server(tmp_path / "srv", port=free_port())
-    try:
-        assert handle.uri.startswith("http://127.0.0.1:")
-        tracker = Tracker(handle.uri)
-        parent = tracker.start_sweep(experiment="exp", sweep_id="sw", spec_text="name: sw\n", axes=[],
-                                     backend="local", git_commit="abc", n_trials=1)
-        run_id = _open(tracker, "t1", parent)
-        tracker.log_epoch(run_id, 0, {"val/top1": 12.5})
-        assert tracker.metric_history(run_id, "val/top1") == [(0, 12.5)]
-        assert [a.path for a in tracker.client.list_artifacts(parent)] == ["sweep.yaml"]
-    finally:
-        handle.stop()
-    assert not pid_alive(handle.pid)
-    assert (tmp_path / "srv" / "mlflow.db").is_file()  # the store lives in the working folder
-    reopened = Tracker(default_tracking_uri(tmp_path / "srv"))
-    assert set(reopened.trial_runs("exp", "sw")) == {"t1"}

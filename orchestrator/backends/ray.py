@@ -18,6 +18,7 @@ stop with its state saved; ``convit-sweep resume SWEEP`` continues an interrupte
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -30,7 +31,8 @@ from rich.console import Console
 
 from orchestrator.backends.base import Backend
 from orchestrator.backends.ray_schedulers import asha_rungs, build_scheduler, mutation_bounds
-from orchestrator.backends.ray_trainable import STOPPED_FILE, WORKER_FILE, ray_dir, train_trial
+from orchestrator.backends.ray_trainable import (STOPPED_FILE, WORKER_FILE, ray_dir, record_early_stop, stop_markers,
+                                                train_trial)
 from orchestrator.errors import OrchestratorError
 from orchestrator.sections import RaySection
 from orchestrator.workdir import (SweepContext, TrialStatus, pid_alive, read_json, read_trials, trial_status,
@@ -119,18 +121,25 @@ class RayBackend(Backend):
         self._settle(sweep)
 
     def _settle(self, sweep: SweepContext) -> None:
-        """Trials whose worker Tune ended mid-epoch (a cancel, a time limit) never ran their own clean-up: mark
-        them interrupted and their MLflow runs KILLED, once the worker is gone."""
+        """Record what the trial processes could not, once their workers are gone (Tune ends a worker without
+        waiting for its training thread): trials a scheduler stopped early become finished runs; trials ended
+        mid-epoch (a cancel, a time limit) interrupted ones, with their MLflow runs KILLED."""
         from orchestrator.tracking import Tracker
 
+        stops = stop_markers(sweep.sweep_dir)
         tracker = None
         for trial in read_trials(sweep):
             trial_dir = sweep.trial_dir(trial.id)
             info = read_json(trial_dir / "status.json", {}) or {}
-            if info.get("state") != "running" or (trial_dir / "final.json").exists():
+            if (trial_dir / "final.json").exists() or (trial_dir / STOPPED_FILE).exists():
                 continue
-            if info.get("host") == socket.gethostname():
-                _wait_dead(info.get("pid"), timeout=15)
+            if trial.id in stops:
+                self._wait_worker(trial_dir, info)
+                record_early_stop(sweep, trial_dir, stops[trial.id])
+                continue
+            if info.get("state") != "running":
+                continue
+            self._wait_worker(trial_dir, info)
             write_status(trial_dir, "interrupted", error="stopped by Ray before a checkpoint; resume or resubmit")
             run_id = (read_json(trial_dir / "mlflow_run.json") or {}).get("run_id")
             if run_id:
@@ -138,21 +147,32 @@ class RayBackend(Backend):
                 with contextlib.suppress(Exception):
                     tracker.end_run(run_id, "KILLED")
 
+    @staticmethod
+    def _wait_worker(trial_dir: Path, info: dict[str, Any]) -> None:
+        worker = read_json(trial_dir / WORKER_FILE, {}) or {}
+        if worker.get("host") == socket.gethostname():
+            _wait_dead(worker.get("pid"), timeout=15)
+        if info.get("host") == socket.gethostname() and info.get("pid") != os.getpid():
+            _wait_dead(info.get("pid"), timeout=15)
+
     # ---------------------------------------------------------------------------------- status/cancel
     def status(self, sweep: SweepContext) -> list[TrialStatus]:
         state = read_json(sweep.sweep_dir / STATE_FILE, {}) or {}
         driver_alive = state.get("host") == socket.gethostname() and pid_alive(state.get("driver_pid"))
+        stops = stop_markers(sweep.sweep_dir)
         out = []
         for trial in read_trials(sweep):
             trial_dir = sweep.trial_dir(trial.id)
             status = trial_status(trial, trial_dir)
             worker = read_json(trial_dir / WORKER_FILE, {}) or {}
             status.ref = worker.get("tune_trial_id") or status.ref
-            stopped = read_json(trial_dir / STOPPED_FILE)
+            stopped = read_json(trial_dir / STOPPED_FILE) or stops.get(trial.id)
             if stopped is not None and status.state != "done":
                 status.state = "done"
-                status.detail = (f"stopped early by {stopped['scheduler']} after epoch {stopped.get('last_epoch')} "
-                                 f"({stopped.get('metric')} {stopped.get('value')})")
+                value = stopped.get("value")
+                shown = f"{value:.4g}" if isinstance(value, (int, float)) else "?"
+                status.detail = (f"stopped early by {stopped['scheduler']} after {stopped.get('epochs_done')} "
+                                 f"epoch(s) ({stopped.get('metric')} {shown})")
             elif status.state == "pending" and driver_alive:
                 status.detail = "queued in Tune"
             out.append(status)
@@ -256,6 +276,9 @@ def ray_session(opts: RaySection, console: Console | None = None) -> Iterator[No
     ``opts.address``; a Ray already initialised in this process (a notebook, a test) is used as it is."""
     os.environ.update(RAY_ENV)
     import ray
+
+    # Tune's ResultGrid looks for the result files of the loggers we switch off, and warns for each trial.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
 
     if ray.is_initialized():
         yield

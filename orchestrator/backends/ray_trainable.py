@@ -157,6 +157,8 @@ def install_checkpoint(source: Path, source_id: str, trial_dir: Path, home_id: s
     installed = read_json(trial_dir / PBT_DIR / "installed.json", {}) or {}
     exploit = meta.get("home") != home_id and installed.get("source") != source_id
     local_hash, local_pos = _local_state(trial_dir)
+    if local_hash is None and local_pos is not None:  # installed here, the engine has not started on it yet
+        local_hash = installed.get("config_hash")
     if not exploit:
         if local_hash == config_hash and local_pos is not None and local_pos >= _position(meta["file"]):
             return None  # the folder is as new as Tune's copy or newer (same machine, retried trial)
@@ -179,6 +181,7 @@ def install_checkpoint(source: Path, source_id: str, trial_dir: Path, home_id: s
              "from_ray_trial": meta.get("tune_trial_id"), "from_config_hash": meta["config_hash"],
              "config_hash": config_hash, "previous_config": previous.get("config"), "archived": str(archived)}
     write_json(archived / "exploit.json", event)
+    write_json(trial_dir / PBT_DIR / "installed.json", {"source": source_id, **event})
     return event
 
 
@@ -206,8 +209,22 @@ def _record_exploit(ctx: SweepContext, trial_dir: Path, event: dict, keys: list[
     tracker.set_tags(run_id, {f"pbt.exploit.{n}": json.dumps(summary), "pbt.exploits": str(n)})
 
 
-def _record_early_stop(ctx: SweepContext, trial_dir: Path, marker: dict) -> None:
-    """The scheduler ended the trial: a finished run (FINISHED, final/ metrics of its last epoch), tagged."""
+def stop_markers(sweep_dir: Path) -> dict[str, dict]:
+    """Orchestrator trial id -> the STOP decision a scheduler made for it (see ray_schedulers)."""
+    out = {}
+    for path in sorted((ray_dir(sweep_dir) / "stops").glob("*.json")):
+        home = read_json(ray_dir(sweep_dir) / "identity" / path.name)
+        marker = read_json(path)
+        if home is not None and marker is not None:
+            out[str(home["trial_id"])] = {**marker, "tune_trial_id": path.stem}
+    return out
+
+
+def record_early_stop(ctx: SweepContext, trial_dir: Path, marker: dict) -> None:
+    """The scheduler ended the trial: a finished run (FINISHED, final/ metrics of its last epoch), tagged.
+
+    Called by the driver once the trial's worker is gone: Tune ends a stopped trial's process without waiting
+    for its training thread, so the trial cannot reliably record this itself."""
     from orchestrator.tracking import Tracker
 
     rows = read_metrics(trial_dir)
@@ -259,17 +276,11 @@ def train_trial(config: dict[str, Any], sweep_dir: str) -> None:
             event = install_checkpoint(Path(folder), checkpoint.path, trial_dir, home.id, effective)
         if event is not None:
             _record_exploit(ctx, trial_dir, event, sorted(mutated), effective, home.config)
-            write_json(trial_dir / PBT_DIR / "installed.json", {"source": checkpoint.path, **event})
     meta = {"home": home.id, "tune_trial_id": tune_id, "config_hash": effective.config_hash(),
             "config": effective.model_dump(mode="json")}
     reporter = TuneReporter(trial_dir, int(effective.resolve().epochs), meta)
     try:
         run_trial_process(trial, ctx, tags={"ray_trial_id": tune_id}, reporters=[reporter])
-    except SystemExit:
-        marker = read_json(ray_dir(root) / "stops" / f"{tune_id}.json")
-        if marker is not None and not (trial_dir / "final.json").exists():
-            _record_early_stop(ctx, trial_dir, marker)
-        raise
     except (TrialFailed, ConfigMismatch):
         return  # recorded as failed (status.json, MLflow); retrying cannot help, so Tune must not
     reporter.flush()
