@@ -107,10 +107,13 @@ def _common(p: argparse.ArgumentParser, tracking: bool = False) -> None:
 def cmd_submit(args: argparse.Namespace) -> int:
     from orchestrator.backends import get_backend
     from orchestrator.expand import load_sweep
+    from orchestrator.preflight import check_trials_data
     from orchestrator.sweep import make_context, submit_sweep, tracking_uri_for
     from orchestrator.workdir import resolve_workdir
 
     spec, trials = load_sweep(args.file, args.overrides)
+    if not (args.backend == "ray" and spec.ray.address):  # a remote Ray cluster has its own filesystem
+        check_trials_data(trials, str(args.file))
     workdir = resolve_workdir(args.workdir)
     uri = tracking_uri_for(spec, workdir, args.tracking_uri)
     ctx = make_context(spec, workdir, args.backend, uri)

@@ -60,9 +60,9 @@ MAIN = {
 }
 LIMIT = {
     "name": "limit",
-    "base": {**SMOKE, "epochs": 16, "synthetic_train_size": 256, "analysis_every": 0},
+    "base": {**SMOKE, "epochs": 10, "synthetic_train_size": 256, "analysis_every": 0},
     "seeds": [0],
-    "slurm": {"profile": "local", "timeout_min": 1, "signal_delay_s": 45, "max_requeues": 8},
+    "slurm": {"profile": "local", "timeout_min": 1, "signal_delay_s": 45, "max_requeues": 10},
 }
 STOP = {
     "name": "stop",
@@ -316,7 +316,9 @@ def test_failing_trial_shows_its_error_and_does_not_stop_the_others(run: Session
     status = {s["trial_id"]: s for s in run.seen["main_status"]}[trial["id"]]
     assert status["state"] == "failed"
     assert "/nonexistent/convit-test-data" in status["detail"]
-    assert "Traceback" in status["slurm"]["stderr_tail"] and status["slurm"]["state"] == "FAILED"
+    tail = status["slurm"]["stderr_tail"]
+    assert tail.startswith("Traceback") and "DataError: data_root '/nonexistent/convit-test-data'" in tail
+    assert len(tail.splitlines()) <= 20 and status["slurm"]["state"] == "FAILED"
     r = child_runs(run, "main")[trial["id"]]
     assert r.info.status == "FAILED" and "/nonexistent/convit-test-data" in r.data.tags["failure_reason"]
     out = run.cli("status", "main")
@@ -332,7 +334,7 @@ def test_time_limited_trial_is_requeued_and_completes(run: Session):
     assert (trial_dir / "final.json").is_file()
     runs = child_runs(run, "limit")
     assert len(runs) == 1 and runs[trial["id"]].info.status == "FINISHED"
-    assert epoch_steps(run, runs[trial["id"]].info.run_id) == list(range(16))
+    assert epoch_steps(run, runs[trial["id"]].info.run_id) == list(range(10))
     status = run.status("limit")[0]
     assert status["state"] == "done" and status["slurm"]["restarts"] >= 1
 

@@ -223,11 +223,17 @@ class SlurmBackend(Backend):
         return JobPaths(logs_dir(sweep), job_id=job_id, task_id=0).stderr
 
     def stderr_tail(self, sweep: SweepContext, job_id: str, lines: int = STDERR_TAIL_LINES) -> str:
+        """The end of the task's stderr, starting at its last traceback when there is one (header kept, middle
+        frames elided) so the exception and the frames nearest to it fit in ``lines``."""
         try:
             text = self.stderr_path(sweep, job_id).read_text(errors="replace")
         except OSError:
             return ""
-        return "\n".join([line for line in text.splitlines() if line.strip()][-lines:])
+        kept = [line for line in text.splitlines() if line.strip()]
+        heads = [i for i, line in enumerate(kept) if line.startswith("Traceback (most recent call last)")]
+        if heads and len(kept) - heads[-1] > lines:
+            return "\n".join([kept[heads[-1]], "  ...", *kept[-(lines - 2):]])
+        return "\n".join(kept[heads[-1]:] if heads else kept[-lines:])
 
     # ---------------------------------------------------------------------------------------------- cancel
     def cancel(self, sweep: SweepContext) -> None:
