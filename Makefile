@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The CIFAR-10 arrays (see docs/training.md); override with `make demo CONVIT_DATA_ROOT=/path/to/cifar10_jpeg`.
+CONVIT_DATA_ROOT ?= $(abspath ../shared/data/cifar10_jpeg)
+export CONVIT_DATA_ROOT
 
 .PHONY: setup demo test test-fast slurm-up slurm-down bench clean
 

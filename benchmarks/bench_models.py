@@ -225,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         if device == "cuda":
             run_args.batch_size = args.cuda_batch_size
         for case in args.cases:
+            print(f"timing {case} on {device} (batch {run_args.batch_size}, {args.steps} steps per model)", file=sys.stderr)
             case_results = time_interleaved(case, device, run_args)
             if device == "cpu" and not args.no_cpu_memory:
                 for r in case_results:

@@ -89,10 +89,13 @@ def results(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def assert_no_ray_left(work: Path, sweep: str) -> None:
+    """The command shut its private Ray down: its processes are gone, and the trial workers soon after."""
     state = read_json(work / "sweeps" / sweep / "ray.json")
     assert state["driver_pid"] is None
     alive = [p for p in state.get("ray_pids", []) if pid_alive(p)]
     assert not alive, f"Ray processes left running: {alive}"
+    workers = [read_json(d / "ray_worker.json")["pid"] for d in trial_dirs(work, sweep).values()]
+    wait_for(lambda: not any(pid_alive(p) for p in workers), timeout=30, what="the trial workers to exit")
 
 
 # ------------------------------------------------------------------------------------------------------- FIFO

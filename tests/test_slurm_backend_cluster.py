@@ -6,7 +6,7 @@ check one behaviour each:
 
 * ``main``: 5 trials as ONE job array, submitted from a private copy of the code that is broken right after
   submission (the code snapshot must keep every task working): trial 0 gets ``scancel --signal=USR2`` mid-epoch
-  (preemption), trial 1 ``scontrol requeue``, trial 4 fails (its data folder does not exist).
+  (preemption), trial 1 ``scontrol requeue``, trial 4 fails (its image files are not images).
 * ``limit``: one trial longer than its 1-minute time limit, requeued at the limit until it completes.
 * ``stop``: ``convit-sweep cancel`` while one trial runs and one is queued, then submitted again.
 
@@ -49,7 +49,7 @@ def cluster_problem() -> str | None:
     return None
 
 
-SMOKE = {"preset": "smoke", "synthetic_val_size": 16, "data_root": "/nonexistent/convit-test-data"}
+SMOKE = {"preset": "smoke", "synthetic_val_size": 16}
 MAIN = {
     "name": "main",
     "base": {**SMOKE, "epochs": 3, "synthetic_train_size": 256},
@@ -180,9 +180,22 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Session:
     return session
 
 
+def corrupt_imagefolder(root: Path) -> Path:
+    """An ImageFolder that passes the submit-time data check (layout, counts) but whose files are not images:
+    the trial that reads it fails at run time."""
+    for split, per_class in (("train", 4), ("val", 1)):
+        for label in "abcd":
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                (folder / f"{i}.jpg").write_bytes(b"not a jpeg")
+    return root
+
+
 def _drive(s: Session, deadline: float) -> None:
     s.submit(LIMIT)
-    s.submit(MAIN, code=s.code)
+    s.submit({**MAIN, "base": {**MAIN["base"], "data_root": str(corrupt_imagefolder(s.tmp / "corrupt"))}},
+             code=s.code)
     # The working tree the sweep was submitted from changes under the queued and running tasks.
     broken = s.code / "convit" / "engine" / "trial.py"
     broken.write_text(broken.read_text() + "\nraise RuntimeError('the working tree was edited after submit')\n")
@@ -315,12 +328,12 @@ def test_failing_trial_shows_its_error_and_does_not_stop_the_others(run: Session
     trial = run.trials("main")[4]
     status = {s["trial_id"]: s for s in run.seen["main_status"]}[trial["id"]]
     assert status["state"] == "failed"
-    assert "/nonexistent/convit-test-data" in status["detail"]
+    assert "cannot identify image file" in status["detail"]
     tail = status["slurm"]["stderr_tail"]
-    assert tail.startswith("Traceback") and "DataError: data_root '/nonexistent/convit-test-data'" in tail
+    assert tail.startswith("Traceback") and "UnidentifiedImageError: cannot identify image file" in tail
     assert len(tail.splitlines()) <= 20 and status["slurm"]["state"] == "FAILED"
     r = child_runs(run, "main")[trial["id"]]
-    assert r.info.status == "FAILED" and "/nonexistent/convit-test-data" in r.data.tags["failure_reason"]
+    assert r.info.status == "FAILED" and "cannot identify image file" in r.data.tags["failure_reason"]
     out = run.cli("status", "main")
     assert "failed" in out.stdout and "4 done" in out.stdout
 

@@ -301,6 +301,8 @@ def ray_session(opts: RaySection, console: Console | None = None) -> Iterator[No
         yield
     finally:
         ray.shutdown()
+        for pid in _LOCAL_RAY_PIDS:  # shutdown returns before the processes are gone: do not leave them behind
+            _wait_dead(pid, timeout=10)
         _LOCAL_RAY_PIDS.clear()
 
 

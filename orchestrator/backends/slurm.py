@@ -71,6 +71,8 @@ def executor_parameters(sweep: SweepContext, opts: SlurmSection, snapshot: Path 
         "slurm_array_parallelism": opts.array_parallelism, "slurm_signal_delay_s": opts.signal_delay_s,
         "slurm_setup": _setup_lines(opts, snapshot),
     }
+    if opts.nodes * opts.tasks_per_node > 1:  # a DDP rank that dies must not leave the others in a collective
+        params["slurm_srun_args"] = ["--kill-on-bad-exit=1"]
     if opts.gpus_per_node:
         params["gpus_per_node"] = opts.gpus_per_node
     if opts.mem_gb is not None:
@@ -118,7 +120,7 @@ class SlurmBackend(Backend):
             return
         snapshot = snapshot_code(sweep.sweep_dir / SLURM_DIR)
         executor = self.make_executor(sweep, opts, snapshot)
-        callables = [SlurmTrial(str(sweep.trial_dir(t.id)), opts.signal_delay_s) for t in todo]
+        callables = [self._callable(sweep, opts, t) for t in todo]
         try:
             with executor.batch():
                 jobs = [executor.submit(fn) for fn in callables]
@@ -150,9 +152,12 @@ class SlurmBackend(Backend):
         sbatch.update({k.removeprefix("slurm_"): v for k, v in executor_params.items() if k.startswith("slurm_")})
         command = f"{python_command()} -u -m submitit.core._submit {shlex.quote(str(logs_dir(sweep)))}"
         script = _make_sbatch_string(command=command, folder=logs_dir(sweep), map_count=len(trials), **sbatch)
-        size = sum(len(cloudpickle.dumps(SlurmTrial(str(sweep.trial_dir(t.id)), opts.signal_delay_s)))
-                   for t in trials)
+        size = sum(len(cloudpickle.dumps(self._callable(sweep, opts, t))) for t in trials)
         return SlurmPlan(script=script, tasks=len(trials), pickle_bytes=size)
+
+    @staticmethod
+    def _callable(sweep: SweepContext, opts: SlurmSection, trial: Any) -> SlurmTrial:
+        return SlurmTrial(str(sweep.trial_dir(trial.id)), opts.signal_delay_s, opts.timeout_min)
 
     def _queued_or_running(self, sweep: SweepContext) -> set[str]:
         """Trials whose latest array task is still queued or running (resubmitting them would run them twice)."""

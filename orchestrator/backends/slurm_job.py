@@ -11,6 +11,11 @@ trial runner reopens the same MLflow run.
 SIGTERM (``scancel``, ``scontrol requeue``, preemption without USR2) also asks for a checkpoint and stops; the
 task then lingers until SLURM kills it or a USR2 arrives, so a SIGTERM that precedes a USR2 still requeues.
 
+SLURM delivers the time-limit USR2 on its own ~30 s cycle, and after a requeue it sometimes does not deliver it
+at all (observed on Slurm 22.05): the task would then reach its limit and end TIMEOUT, never requeued. So each
+task also arms a backstop: if no USR2 has come ``signal_delay_s / 2`` before its end time (``squeue %e``), it
+sends the USR2 to itself and submitit's usual checkpoint-and-requeue path runs.
+
 Multi-task trials (nodes × tasks_per_node > 1) get RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT from
 submitit's TorchDistributedEnvironment; only rank 0 logs to MLflow and writes the trial folder.
 
@@ -21,11 +26,13 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
 import traceback
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
@@ -49,10 +56,32 @@ def process_start_time() -> float:
 _IMPORTED = time.time()
 
 
-def checkpoint_budget_s(signal_delay_s: float) -> float:
+def checkpoint_budget_s(signal_delay_s: float, seconds_left: float | None = None) -> float:
     """How long checkpoint() may wait for the engine: most of the signal delay, leaving submitit ~10 s (at
-    least a quarter of the delay) to dump its pickle and call ``scontrol requeue`` before the hard kill."""
-    return max(1.0, min(signal_delay_s * 0.75, signal_delay_s - 10.0))
+    least a quarter of the delay) to dump its pickle and call ``scontrol requeue`` before the hard kill; less
+    when the job's end is known to be closer."""
+    budget = min(signal_delay_s * 0.75, signal_delay_s - 10.0)
+    if seconds_left is not None:
+        budget = min(budget, seconds_left - 10.0)
+    return max(1.0, budget)
+
+
+def job_end_time(timeout_min: float, started: float) -> float:
+    """When SLURM will stop this job: its EndTime from squeue, else process start + the time limit."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if job:
+        try:
+            out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%e"], capture_output=True, text=True,
+                                 timeout=15)
+            return datetime.fromisoformat(out.stdout.strip()).timestamp()
+        except (OSError, ValueError, subprocess.SubprocessError):
+            pass
+    return started + timeout_min * 60
+
+
+def preempt_signal() -> signal.Signals:
+    """submitit's checkpoint signal (USR2 unless SUBMITIT_PREEMPT_SIGNAL says otherwise)."""
+    return getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), signal.SIGUSR2)
 
 
 def _log(message: str) -> None:
@@ -68,8 +97,10 @@ class _Runtime:
     result: Any = None
     error: BaseException | None = None
     sigterm: bool = False
+    usr2: bool = False  # checkpoint() was called (by SLURM's USR2, a preemption, or the backstop)
     first_step: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    end: float | None = None  # when SLURM will stop the job
+    finished: threading.Event = field(default_factory=threading.Event)
 
 
 class SlurmTrial(Checkpointable):
@@ -79,13 +110,17 @@ class SlurmTrial(Checkpointable):
     the folder when the task starts, so a requeued task picks up whatever the previous one saved.
     """
 
-    def __init__(self, trial_dir: str, signal_delay_s: float = 120.0):
+    def __init__(self, trial_dir: str, signal_delay_s: float = 120.0, timeout_min: float = 60.0):
         self.trial_dir = str(trial_dir)
         self.signal_delay_s = float(signal_delay_s)
+        self.timeout_min = float(timeout_min)
         self._runtime: _Runtime | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"trial_dir": self.trial_dir, "signal_delay_s": self.signal_delay_s}
+        return {"trial_dir": self.trial_dir, "signal_delay_s": self.signal_delay_s, "timeout_min": self.timeout_min}
+
+    def _fresh(self) -> "SlurmTrial":
+        return type(self)(self.trial_dir, self.signal_delay_s, self.timeout_min)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -109,6 +144,9 @@ class SlurmTrial(Checkpointable):
         target = self._rank0_target() if rank == 0 else self._worker_target()
         runtime.worker = threading.Thread(target=self._capture(target), name="convit-trial", daemon=True)
         runtime.worker.start()
+        if rank == 0:
+            runtime.end = job_end_time(self.timeout_min, started)
+            threading.Thread(target=self._backstop, name="convit-usr2-backstop", daemon=True).start()
         recorded = rank != 0
         while runtime.worker.is_alive():
             runtime.worker.join(0.5)  # short joins: the main thread stays free for signal handlers
@@ -116,6 +154,7 @@ class SlurmTrial(Checkpointable):
                 recorded = self._record_first_step(started)
         if runtime.error is not None:
             self._finish_error(runtime.error, rank)
+        _ignore_late_signals()
         if rank == 0:
             self._maybe_close_sweep()
         return runtime.result
@@ -154,7 +193,22 @@ class SlurmTrial(Checkpointable):
                 runtime.result = target()
             except BaseException as exc:  # noqa: BLE001 - handed to the main thread
                 runtime.error = exc
+            finally:
+                runtime.finished.set()
         return run
+
+    def _backstop(self) -> None:
+        """Send ourselves the USR2 SLURM should have sent, if it has not come by ``signal_delay_s / 2`` before
+        the end (see the module docstring)."""
+        runtime = self._runtime
+        if runtime is None or runtime.end is None:
+            return
+        fire_at = runtime.end - self.signal_delay_s / 2
+        if runtime.finished.wait(max(0.0, fire_at - time.time())) or runtime.usr2:
+            return
+        _log(f"no {preempt_signal().name} from SLURM {runtime.end - time.time():.0f} s before the time limit: "
+             "sending it to this task to checkpoint and requeue")
+        os.kill(os.getpid(), preempt_signal())
 
     def _finish_error(self, error: BaseException, rank: int) -> None:
         """A stop after SIGTERM waits for SLURM (kill, or the USR2 of a preemption); anything else fails."""
@@ -186,11 +240,12 @@ class SlurmTrial(Checkpointable):
         """Called by submitit (main thread, USR2 handler) before it requeues: save exactly, then hand back the
         trial to run next. Never raises: a late checkpoint only means resuming from an earlier one."""
         runtime = self._runtime
-        fresh = DelayedSubmission(type(self)(self.trial_dir, self.signal_delay_s))
+        fresh = DelayedSubmission(self._fresh())
         if runtime is None or runtime.worker is None or not runtime.worker.is_alive():
             return fresh
-        budget = checkpoint_budget_s(self.signal_delay_s)
+        runtime.usr2 = True
         start = time.time()
+        budget = checkpoint_budget_s(self.signal_delay_s, None if runtime.end is None else runtime.end - start)
         runtime.control.request_checkpoint(stop=True)
         if runtime.control.saved.wait(budget):
             _log(f"USR2: exact checkpoint saved in {time.time() - start:.1f} s")
@@ -237,6 +292,14 @@ class SlurmTrial(Checkpointable):
             close_parent_if_finished(SweepContext.for_trial_dir(Path(self.trial_dir)))
         except Exception:  # noqa: BLE001 - bookkeeping must not turn a finished trial into a failed task
             _log("could not update the sweep's parent run:\n" + traceback.format_exc())
+
+
+def _ignore_late_signals() -> None:
+    """The trial has finished: a USR2 or SIGTERM now (the time limit, a cancel) must neither requeue it nor kill
+    the process while submitit writes the result. Python resets its own handlers to the default (terminate) at
+    interpreter exit, so a late USR2 would otherwise end a finished trial's task as FAILED; SIG_IGN stays."""
+    for sig in (preempt_signal(), signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _apply_cpu_budget() -> None:

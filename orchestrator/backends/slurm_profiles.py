@@ -108,10 +108,11 @@ def load_profile(name: str, allowed: list[str]) -> dict[str, Any]:
 def rename_legacy(data: dict[str, Any], where: str = "") -> dict[str, Any]:
     """``time_min``/``max_num_timeout`` → ``timeout_min``/``max_requeues``; both spellings at once is an error."""
     out = dict(data)
+    prefix = f"{where}: " if where else ""
     for old, new in LEGACY_KEYS.items():
         if old in out:
             if new in out:
-                raise ValueError(f"{where + ': ' if where else ''}'{old}' is the old name of '{new}'; give only '{new}'")
+                raise ValueError(f"{prefix}'{old}' is the old name of '{new}'; give only '{new}'")
             out[new] = out.pop(old)
     return out
 
