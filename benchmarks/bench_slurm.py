@@ -101,6 +101,11 @@ def bench_array(tasks: int) -> None:
             time.sleep(1)
         drained = time.perf_counter()
         rows = _sacct_times(array)
+        for _ in range(30):  # sacct lags squeue by a few seconds
+            if len(rows) >= tasks:
+                break
+            time.sleep(1)
+            rows = _sacct_times(array)
         first_start = min(r[1] for r in rows) - wall_submit if rows else float("nan")
         print(f"array: {len(rows)}/{tasks} COMPLETED; first task started {first_start:.1f} s after submit, all done "
               f"{drained - submitted:.1f} s after submit ({tasks / (drained - submitted):.2f} tasks/s on this "
@@ -135,7 +140,13 @@ def bench_overhead(trials: int) -> None:
         for trial_id in state["tasks"]:
             record = read_json(work / "sweeps" / "overhead" / "trials" / trial_id / "slurm_task.json", {}) or {}
             startup += [s["first_step_after_s"] for s in record.get("starts", []) if "first_step_after_s" in s]
-        queue = [start - submit for submit, start, _ in _sacct_times(array)]
+        rows = _sacct_times(array)
+        for _ in range(30):  # sacct lags squeue by a few seconds
+            if len(rows) >= trials:
+                break
+            time.sleep(1)
+            rows = _sacct_times(array)
+        queue = [start - submit for submit, start, _ in rows]
     print(f"overhead: {len(startup)} smoke trials: task process start -> end of first optimizer step: median "
           f"{statistics.median(startup):.1f} s (min {min(startup):.1f}, max {max(startup):.1f}); SLURM queue wait "
           f"(submit -> start) median {statistics.median(queue):.1f} s (2 tasks at a time, so later tasks wait "

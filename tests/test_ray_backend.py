@@ -258,6 +258,38 @@ def test_killed_driver_is_resumed(tmp_path: Path):
     assert_no_ray_left(work, "rresume")
 
 
+# ----------------------------------------------------------------------------------------------------- cancel
+def test_cancel_checkpoints_mid_epoch_and_resume_continues(tmp_path: Path):
+    """`convit-sweep cancel` makes the running trial save an exact mid-epoch checkpoint before Tune stops, and
+    `convit-sweep resume` continues from it."""
+    work = tmp_path / "runs"
+    spec = write_sweep(tmp_path, "rcancel", 3, "grid:\n  lr: [0.001]\nray: {num_cpus: 2}\n")
+    spec.write_text(spec.read_text().replace("synthetic_train_size: 64", "synthetic_train_size: 256"))
+    proc = cli_background("submit", str(spec), "--backend", "ray", "--workdir", str(work), log=tmp_path / "log")
+    try:
+        trial = wait_for(lambda: next((d for d in trial_dirs(work, "rcancel").values() if read_metrics(d)), None)
+                         if (work / "sweeps" / "rcancel" / "trials").exists() else None, proc=proc,
+                         what="a first epoch")
+        time.sleep(1.5)  # into the second epoch
+        cancelled = cli("cancel", "rcancel", "--workdir", str(work))
+        assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+        assert proc.wait(timeout=120) == 1  # the sweep ended with a trial stopped
+    finally:
+        _stop(proc)
+    status = read_json(trial / "status.json")
+    assert status["state"] == "interrupted" and "after a checkpoint" in status["error"]
+    names = [p.name for p in (trial / "checkpoints").iterdir()]
+    assert any(not n.endswith("-000000.pt") for n in names), f"no mid-epoch checkpoint among {names}"
+    assert not (trial / "final.json").exists()
+
+    resumed = cli("resume", "rcancel", "--workdir", str(work))
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    tracker = Tracker(default_tracking_uri(work))
+    (run,) = tracker.trial_runs("rcancel", "rcancel").values()
+    assert run.info.status == "FINISHED" and steps(tracker, run.info.run_id) == [0, 1, 2]
+    assert_no_ray_left(work, "rcancel")
+
+
 # -------------------------------------------------------------------------------------------------------- PBT
 def test_pbt_moves_a_trial_onto_the_better_ones_checkpoint(tmp_path: Path):
     """Two trials at once, a perturbation every epoch: the worse one continues from the better one's checkpoint

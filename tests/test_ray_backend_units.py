@@ -158,3 +158,24 @@ def test_rebase_refuses_keys_that_change_the_model(finished):
     state = load_latest(out / "checkpoints")
     with pytest.raises(ValueError, match="model_kwargs.patch_size"):
         rebase_checkpoint(state, old, with_values(old, {"model_kwargs.patch_size": 4}))
+
+
+def test_pbt_ranges_are_checked_against_every_trial(tmp_path: Path):
+    from orchestrator.backends.ray import _check_trials
+    from orchestrator.errors import OrchestratorError
+    from orchestrator.expand import load_sweep
+
+    path = tmp_path / "pbt.yaml"
+    path.write_text("name: pb\nbase: {preset: smoke}\ngrid: {lr: [0.001, 0.002]}\nray:\n  scheduler:\n"
+                    "    type: pbt\n    hyperparam_mutations:\n"
+                    "      model_kwargs.drop_rate: {distribution: uniform, low: 0.0, high: 0.2}\n"
+                    "      lr: {distribution: loguniform, low: 1.0e-7, high: 0.01}\n")
+    spec, trials = load_sweep(path)
+    with pytest.raises(OrchestratorError) as err:
+        _check_trials(spec.ray, trials)
+    assert "model_kwargs.drop_rate has no numeric value" in str(err.value)
+    assert "lr=1e-07 is invalid for trial lr=0.001 (min_lr: larger than the scaled lr" in str(err.value)
+    path.write_text(path.read_text().replace("      model_kwargs.drop_rate: {distribution: uniform, low: 0.0, "
+                                             "high: 0.2}\n", "").replace("1.0e-7", "1.0e-4"))
+    spec, trials = load_sweep(path)
+    _check_trials(spec.ray, trials)  # a range every trial accepts

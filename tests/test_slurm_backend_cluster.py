@@ -9,6 +9,7 @@ check one behaviour each:
   (preemption), trial 1 ``scontrol requeue``, trial 4 fails (its image files are not images).
 * ``limit``: one trial longer than its 1-minute time limit, requeued at the limit until it completes.
 * ``stop``: ``convit-sweep cancel`` while one trial runs and one is queued, then submitted again.
+* ``ddp``: one trial as two tasks (DDP over gloo through submitit's TorchDistributedEnvironment).
 
 Skipped, with the reason, where no cluster answers.
 """
@@ -63,6 +64,12 @@ LIMIT = {
     "base": {**SMOKE, "epochs": 10, "synthetic_train_size": 256, "analysis_every": 0},
     "seeds": [0],
     "slurm": {"profile": "local", "timeout_min": 1, "signal_delay_s": 45, "max_requeues": 10},
+}
+DDP = {
+    "name": "ddp",
+    "base": {**SMOKE, "epochs": 2, "synthetic_train_size": 64},
+    "seeds": [0],
+    "slurm": {"profile": "local", "tasks_per_node": 2},
 }
 STOP = {
     "name": "stop",
@@ -154,7 +161,7 @@ def sacct_states(job_id: str) -> list[str]:
 
 
 def scancel_all(session: Session) -> None:
-    for name in ("main", "limit", "stop"):
+    for name in ("main", "limit", "stop", "ddp"):
         try:
             ids = session.arrays(name)
         except (TypeError, KeyError):
@@ -232,6 +239,9 @@ def _drive(s: Session, deadline: float) -> None:
     wait_for(lambda: not s.queued(s.arrays("stop")), deadline, "the resubmitted 'stop' sweep to finish", poll=2)
 
     wait_for(lambda: not s.queued(s.arrays("limit")), deadline, "the time-limited trial to finish", poll=2)
+
+    s.submit(DDP)  # both CPUs: one trial as two DDP processes
+    wait_for(lambda: not s.queued(s.arrays("ddp")), deadline, "the two-process trial to finish", poll=2)
 
 
 # ------------------------------------------------------------------------------------------------ checks
@@ -373,3 +383,18 @@ def test_cancel_checkpoints_running_trials_and_submit_resumes_them(run: Session)
     assert all(r.info.status == "FINISHED" for r in runs.values())
     assert epoch_steps(run, runs[first["id"]].info.run_id) == [0, 1, 2]
     assert Tracker(default_tracking_uri(run.work)).find_sweep_run("stop", "stop").info.status == "FINISHED"
+
+
+def test_a_multi_task_trial_trains_with_ddp_and_only_rank_0_logs(run: Session):
+    trial = run.trials("ddp")[0]
+    trial_dir = run.sweep_dir("ddp") / "trials" / trial["id"]
+    assert (trial_dir / "final.json").is_file()
+    assert read_json(trial_dir / "config.json")["resolved"]["world_size"] == 2
+    starts = read_json(trial_dir / "slurm_task.json")["starts"]
+    assert [s["num_tasks"] for s in starts] == [2]  # written by rank 0 only
+    job = run.job_of("ddp", trial["id"])
+    logs = run.sweep_dir("ddp") / "slurm" / "logs"
+    assert (logs / f"{job}_0_result.pkl").is_file() and (logs / f"{job}_1_result.pkl").is_file()  # both ranks ran
+    runs = child_runs(run, "ddp")
+    assert len(runs) == 1 and runs[trial["id"]].info.status == "FINISHED"
+    assert epoch_steps(run, runs[trial["id"]].info.run_id) == [0, 1]  # rank 1 logged nothing twice

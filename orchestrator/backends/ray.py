@@ -31,8 +31,8 @@ from rich.console import Console
 
 from orchestrator.backends.base import Backend
 from orchestrator.backends.ray_schedulers import asha_rungs, build_scheduler, mutation_bounds
-from orchestrator.backends.ray_trainable import (STOPPED_FILE, WORKER_FILE, ray_dir, record_early_stop, stop_markers,
-                                                train_trial)
+from orchestrator.backends.ray_trainable import (CANCEL_FILE, STOPPED_FILE, WORKER_FILE, ray_dir, record_early_stop,
+                                                stop_markers, train_trial)
 from orchestrator.errors import OrchestratorError
 from orchestrator.sections import RaySection
 from orchestrator.workdir import (SweepContext, TrialStatus, pid_alive, read_json, read_trials, trial_status,
@@ -105,6 +105,7 @@ class RayBackend(Backend):
     def _run(self, sweep: SweepContext, tuner: Any, experiment_path: str, opts: RaySection) -> None:
         state_path = sweep.sweep_dir / STATE_FILE
         reap_orphans(sweep)
+        (ray_dir(sweep.sweep_dir) / CANCEL_FILE).unlink(missing_ok=True)
         write_json(state_path, {"driver_pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
                                 "experiment_path": experiment_path, "address": opts.address,
                                 "ray_pids": list(_LOCAL_RAY_PIDS)})
@@ -178,13 +179,18 @@ class RayBackend(Backend):
             out.append(status)
         return out
 
-    def cancel(self, sweep: SweepContext) -> None:
-        """SIGINT to the driver: Tune stops the trials and saves its state (``convit-sweep resume`` continues).
-        A driver that does not stop within a minute gets SIGTERM, then SIGKILL; its private Ray dies with it."""
+    def cancel(self, sweep: SweepContext, grace_s: float = 120) -> None:
+        """Each running trial writes an exact checkpoint and stops (asked through ``ray/cancel.json``, which the
+        trial processes watch), then SIGINT to the driver: Tune stops and saves its state, and ``convit-sweep
+        resume`` continues. A driver that does not stop within a minute gets SIGTERM, then SIGKILL."""
         state = read_json(sweep.sweep_dir / STATE_FILE, {}) or {}
         pid = state.get("driver_pid")
         if not pid or state.get("host") != socket.gethostname() or not pid_alive(pid):
             return
+        write_json(ray_dir(sweep.sweep_dir) / CANCEL_FILE, {"time": time.time(), "by": os.getpid()})
+        deadline = time.time() + grace_s
+        while time.time() < deadline and any(s.state == "running" for s in self.status(sweep)):
+            time.sleep(0.5)
         for sig, wait_s in ((signal.SIGINT, 60), (signal.SIGTERM, 15), (signal.SIGKILL, 5)):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid), sig)
@@ -231,8 +237,14 @@ def _check_trials(opts: RaySection, trials: list[Any]) -> None:
         return
     from orchestrator.backends.ray_pbt import with_values
 
+    from orchestrator.backends.ray_pbt import mutated_values
+
     problems = []
     for key, (low, high) in mutation_bounds(section.hyperparam_mutations).items():
+        unset = [t.name for t in trials if not isinstance(mutated_values(t.config, [key])[key], (int, float))]
+        if unset:
+            problems.append(f"{key} has no numeric value in trial(s) {', '.join(unset[:3])}: set it in base")
+            continue
         if key == "weight_decay" and low <= 0:
             problems.append("weight_decay: PBT cannot turn weight decay off and on within a trial; use low > 0")
         for trial in trials:
@@ -243,8 +255,9 @@ def _check_trials(opts: RaySection, trials: list[Any]) -> None:
                 try:
                     with_values(trial.config, {key: value})
                 except ValueError as exc:
-                    problems.append(f"{key}={value:g} is invalid for trial {trial.name}: "
-                                    f"{str(exc).splitlines()[-1].strip()}")
+                    reason = "; ".join(str(i) for i in getattr(exc, "issues", [])) or str(exc).splitlines()[0]
+                    problems.append(f"{key}={value:g} is invalid for trial {trial.name} ({reason}): narrow the "
+                                    "range")
                     break
     if problems:
         raise OrchestratorError("ray.scheduler.hyperparam_mutations: " + "; ".join(dict.fromkeys(problems)))

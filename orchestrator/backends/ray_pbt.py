@@ -45,7 +45,8 @@ def with_values(config: Any, values: dict[str, Any]) -> Any:
     data = config.model_dump(mode="json")
     for key, value in values.items():
         set_path(data, key, value)
-    return type(config).model_validate(data)
+    from_dict = getattr(type(config), "from_dict", None)  # the engine's ConfigError names the key at fault
+    return from_dict(data) if callable(from_dict) else type(config).model_validate(data)
 
 
 def rebase_checkpoint(state: dict[str, Any], old: Any, new: Any) -> dict[str, Any]:

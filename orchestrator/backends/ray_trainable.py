@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import shutil
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -247,16 +249,48 @@ def record_early_stop(ctx: SweepContext, trial_dir: Path, marker: dict) -> None:
     tracker.end_run(run_id, "FINISHED")
 
 
+# ---------------------------------------------------------------------------------------------- cancelling
+CANCEL_FILE = "cancel.json"  # in <sweep>/ray/: written by RayBackend.cancel
+
+
+def _watch_cancel(sweep_dir: Path, control: Any, started: float) -> threading.Thread:
+    """Ask the engine for an exact checkpoint and a stop when the sweep is cancelled after this trial started
+    (the trial runs in a thread of a Ray worker: no signal can reach it, a file in the shared sweep folder can)."""
+    path = ray_dir(sweep_dir) / CANCEL_FILE
+
+    def watch() -> None:
+        while not control.stop_requested:
+            request = read_json(path)
+            if request is not None and request.get("time", 0) > started:
+                control.request_checkpoint(stop=True)
+                return
+            time.sleep(1.0)
+
+    thread = threading.Thread(target=watch, name="convit-cancel-watch", daemon=True)
+    thread.start()
+    return thread
+
+
+def _wait_to_be_stopped(limit_s: float = 600) -> None:
+    """After a cancel checkpoint: neither return (Tune would count the trial finished) nor fail (Tune would retry
+    it at once): wait for the driver, which the cancel stops next, to end this trial."""
+    deadline = time.time() + limit_s
+    while time.time() < deadline:
+        time.sleep(1.0)
+    raise RuntimeError("the sweep was cancelled but Tune did not stop this trial; it resumes from its checkpoint")
+
+
 # ---------------------------------------------------------------------------------------------- the trainable
 def train_trial(config: dict[str, Any], sweep_dir: str) -> None:
     """The Tune function trainable (wrapped with tune.with_parameters(sweep_dir=...))."""
     from ray import tune
 
-    from convit.engine import ConfigMismatch, TrialFailed
+    from convit.engine import ConfigMismatch, TrialControl, TrialFailed, TrialInterrupted
     from orchestrator.backends.ray_pbt import with_values
     from orchestrator.expand import Trial
     from orchestrator.trial_runner import run_trial_process
 
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per epoch otherwise
     root = Path(sweep_dir)
     ctx = SweepContext.from_dict(read_json(root / "sweep.json"))
     tune_id = tune.get_context().get_trial_id()
@@ -279,8 +313,12 @@ def train_trial(config: dict[str, Any], sweep_dir: str) -> None:
     meta = {"home": home.id, "tune_trial_id": tune_id, "config_hash": effective.config_hash(),
             "config": effective.model_dump(mode="json")}
     reporter = TuneReporter(trial_dir, int(effective.resolve().epochs), meta)
+    control = TrialControl()
+    _watch_cancel(root, control, started=time.time())
     try:
-        run_trial_process(trial, ctx, tags={"ray_trial_id": tune_id}, reporters=[reporter])
+        run_trial_process(trial, ctx, tags={"ray_trial_id": tune_id}, control=control, reporters=[reporter])
+    except TrialInterrupted:
+        _wait_to_be_stopped()
     except (TrialFailed, ConfigMismatch):
         return  # recorded as failed (status.json, MLflow); retrying cannot help, so Tune must not
     reporter.flush()
