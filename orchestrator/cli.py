@@ -106,6 +106,7 @@ def _common(p: argparse.ArgumentParser, tracking: bool = False) -> None:
 # ------------------------------------------------------------------------------------------------ commands
 def cmd_submit(args: argparse.Namespace) -> int:
     from orchestrator.backends import get_backend
+    from orchestrator.errors import BackendUnavailable
     from orchestrator.expand import load_sweep
     from orchestrator.preflight import check_trials_data
     from orchestrator.sweep import make_context, submit_sweep, tracking_uri_for
@@ -117,10 +118,18 @@ def cmd_submit(args: argparse.Namespace) -> int:
     workdir = resolve_workdir(args.workdir)
     uri = tracking_uri_for(spec, workdir, args.tracking_uri)
     ctx = make_context(spec, workdir, args.backend, uri)
+    try:
+        backend = get_backend(args.backend)
+    except BackendUnavailable as exc:
+        if not args.dry_run:
+            raise
+        _print_dry_run(spec, trials, ctx)  # a preview is still useful off the cluster
+        err_console.print(f"[yellow]warning:[/] {exc}: a real submission would fail here", highlight=False)
+        return EXIT_OK
+    backend.validate(ctx, trials)
     if args.dry_run:
         _print_dry_run(spec, trials, ctx)
         return EXIT_OK
-    backend = get_backend(args.backend)
     console.print(f"sweep [bold]{spec.name}[/]: {len(trials)} trial(s) on the {args.backend} backend; "
                   f"tracking {uri} (experiment '{ctx.experiment}')")
     result = submit_sweep(spec, trials, backend, ctx)

@@ -179,3 +179,19 @@ def test_pbt_ranges_are_checked_against_every_trial(tmp_path: Path):
                                              "high: 0.2}\n", "").replace("1.0e-7", "1.0e-4"))
     spec, trials = load_sweep(path)
     _check_trials(spec.ray, trials)  # a range every trial accepts
+
+
+def test_a_bad_pbt_range_is_refused_before_the_sweep_is_recorded(tmp_path: Path, capsys):
+    """Backend.validate runs before the parent run exists: exit 2, no working folder, no MLflow store."""
+    from orchestrator import cli
+
+    path = tmp_path / "pbt.yaml"
+    path.write_text("name: pb\nbase: {preset: smoke}\ngrid: {lr: [0.001, 0.002]}\nray:\n  scheduler:\n"
+                    "    type: pbt\n    hyperparam_mutations:\n"
+                    "      lr: {distribution: loguniform, low: 1.0e-7, high: 0.01}\n")
+    work = tmp_path / "runs"
+    for extra in ([], ["--dry-run"]):
+        code = cli.main(["submit", str(path), "--backend", "ray", "--workdir", str(work), *extra])
+        assert code == 2
+        assert "lr=1e-07 is invalid" in capsys.readouterr().err
+        assert not work.exists()

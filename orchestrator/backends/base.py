@@ -22,6 +22,10 @@ class Backend(ABC):
     #: trials to a scheduler and returns (SLURM). The CLI closes the sweep's parent run only for blocking ones.
     blocking: ClassVar[bool] = True
 
+    def validate(self, sweep: SweepContext, trials: list[Any]) -> None:
+        """Refuse what only this backend can judge (raise OrchestratorError), before anything is recorded:
+        called by ``submit`` and ``--dry-run`` ahead of the sweep's parent run. Default: nothing to check."""
+
     @abstractmethod
     def submit(self, sweep: SweepContext, trials: list[Any]) -> None:
         """Run ``trials`` (each through orchestrator.trial_runner) with the resources in ``sweep.options``."""

@@ -53,6 +53,9 @@ class RayBackend(Backend):
         self.console = console or Console(stderr=True)
 
     # ---------------------------------------------------------------------------------------- submit
+    def validate(self, sweep: SweepContext, trials: list[Any]) -> None:
+        _check_trials(RaySection.model_validate(sweep.options or {}), trials)
+
     def submit(self, sweep: SweepContext, trials: list[Any]) -> None:
         opts = RaySection.model_validate(sweep.options or {})
         _check_trials(opts, trials)
