@@ -245,8 +245,11 @@ def _print_status(name: str, statuses: list[Any]) -> None:
         epoch = "" if done is None else f"{done}/{s.epochs}" if s.epochs else str(done)
         top1 = next((s.metrics[k] for k in ("val/top1", "val_top1", "top1") if k in s.metrics), None)
         table.add_row(s.trial_id, s.name, f"[{colors.get(s.state, 'white')}]{s.state}[/]", epoch,
-                      "" if top1 is None else f"{top1:.2f}", s.detail[:80])
+                      "" if top1 is None else f"{top1:.2f}", (s.detail.splitlines() or [""])[0][:80])
     console.print(table)
+    for s in statuses:  # the table cuts details short; a failure's whole reason (and stderr tail) is below it
+        if s.state == "failed" and (len(s.detail) > 80 or "\n" in s.detail):
+            console.print(f"[red]{s.trial_id} ({s.name}) failed:[/]\n{s.detail}", highlight=False)
     counts: dict[str, int] = {}
     for s in statuses:
         counts[s.state] = counts.get(s.state, 0) + 1

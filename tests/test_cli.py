@@ -139,3 +139,15 @@ def test_server_command_prints_its_uri_and_stops_on_ctrl_c(tmp_path: Path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_status_prints_a_failed_trials_whole_reason_below_the_table(capsys):
+    from orchestrator.workdir import TrialStatus
+
+    reason = "TrialFailed: non-finite loss at epoch 3 step 17 · job 12_3\nstderr (12_3_0_log.err):\n" + "x" * 120
+    cli._print_status("demo", [TrialStatus("abc123", "lr=0.1", "failed", detail=reason),
+                               TrialStatus("def456", "lr=0.01", "done", detail="ok")])
+    out = capsys.readouterr().out
+    assert "abc123 (lr=0.1) failed:" in out and "x" * 120 in out  # the stderr tail in full
+    assert "def456 (lr=0.01) failed" not in out
+    assert "1 done · 1 failed" in out
