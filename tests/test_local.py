@@ -184,20 +184,21 @@ def test_served_sweep_records_a_failed_trial_and_reruns_only_it(tmp_path: Path):
         work = tmp_path / "runs"
         spec = tmp_path / "served.yaml"
         spec.write_text(SMOKE.format(name="served", epochs=1, train=32, models="[deit_tiny]")
-                        + f"zip:\n  dataset: [synthetic, cifar10]\n  data_root: [null, {tmp_path / 'nowhere'}]\n")
+                        .replace("grid:\n", "grid:\n  lr: [1.0e-3, 1.0e+30]\n")  # the second diverges: NaN loss
+                        .replace("base:\n", "base:\n  warmup_epochs: 0\n"))
         result = cli("submit", str(spec), "--workdir", str(work), "--tracking-uri", server.uri)
         assert result.returncode == 1, result.stdout + result.stderr
         assert "1 trial(s) failed" in result.stderr
         assert not (work / "mlflow.db").exists()  # everything went to the server
         status = json.loads(cli("status", "served", "--workdir", str(work), "--json").stdout)
         by_state = {s["state"]: s for s in status}
-        assert set(by_state) == {"done", "failed"} and "nowhere" in by_state["failed"]["detail"]
+        assert set(by_state) == {"done", "failed"} and "non-finite" in by_state["failed"]["detail"]
         tracker = Tracker(server.uri)
         runs = tracker.trial_runs("served", "served")
         good, bad = runs[by_state["done"]["trial_id"]], runs[by_state["failed"]["trial_id"]]
         assert good.info.status == "FINISHED" and steps(tracker, good.info.run_id, "val_top1") == [0]
         assert "config.json" in {a.path for a in tracker.client.list_artifacts(good.info.run_id)}
-        assert bad.info.status == "FAILED" and "nowhere" in bad.data.tags["failure_reason"]
+        assert bad.info.status == "FAILED" and "non-finite" in bad.data.tags["failure_reason"]
         assert tracker.find_sweep_run("served", "served").info.status == "FAILED"
 
         again = cli("submit", str(spec), "--workdir", str(work))  # the recorded tracking URI is reused
