@@ -10,12 +10,7 @@ from convit.analysis import attention_metrics, gating, layer_inputs, metrics_fro
 from convit.models import create_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _model(name="convit_tiny", seed=0, **kwargs):

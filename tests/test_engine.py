@@ -16,12 +16,7 @@ EPOCH_KEYS = {"epoch", "train_loss", "lr", "val_top1", "val_top5", "val_loss", "
               "epoch_time_s"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Recorder:

@@ -12,12 +12,7 @@ from convit.models import GPSA, ConViT, create_model, list_models
 from convit.models.positions import local_head_offsets, relative_offsets
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _perturb(module: torch.nn.Module, scale: float = 0.1, seed: int = 0) -> None:

@@ -27,12 +27,7 @@ def cfg(**over) -> TrialConfig:
     return TrialConfig.from_dict({**BASE, **over})
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def outcome(out: Path) -> tuple[dict, list[dict]]:
