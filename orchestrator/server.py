@@ -1,6 +1,6 @@
 """A real ``mlflow server`` over the working folder's store, for the UI and for many concurrent writers.
 
-Started lean (measured in /work/shared/notes/stack.md): one uvicorn worker and no job runner
+Started lean (measured in the team notes on the stack): one uvicorn worker and no job runner
 (``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false``) — 2 processes and ~0.5 GB instead of 15 and ~3 GB — bound to
 127.0.0.1 unless asked otherwise. It runs in its own session and is stopped by its PID (SIGTERM ends the
 whole server), never by name.
