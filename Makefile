@@ -23,6 +23,7 @@ $(STAMP): pyproject.toml
 demo: setup
 	$(BIN)/convit-sweep submit sweeps/quickstart.yaml
 	$(BIN)/convit-sweep compare quickstart
+	@echo "Browse every run in MLflow: $(BIN)/convit-sweep server   (a real mlflow server on 127.0.0.1)"
 
 ## test: the whole suite (SLURM tests run when slurm/start.sh has started the local cluster, else they skip).
 test: setup

@@ -138,7 +138,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if not result.submitted:
         console.print("nothing to run: every trial has finished")
     _print_status(ctx.name, result.statuses)
-    ui = f"   ·   UI: mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else f"   ·   UI: {uri}"
+    ui = (f"   ·   MLflow UI: convit-sweep server{_workdir_flag(args.workdir)}" if uri.startswith("sqlite")
+          else f"   ·   MLflow UI: {uri}")
     console.print(f"results: convit-sweep compare {spec.name}{_workdir_flag(args.workdir)}{ui}", highlight=False)
     if not backend.blocking:
         return EXIT_OK
