@@ -58,6 +58,17 @@ def _trivial() -> int:
     return os.getpid()
 
 
+def _sacct_rows_when_complete(array: str, expected: int) -> list[tuple[float, float, float]]:
+    """sacct's rows for the array, waiting up to 30 s for all ``expected`` (sacct lags squeue by a few seconds)."""
+    rows = _sacct_times(array)
+    for _ in range(30):
+        if len(rows) >= expected:
+            break
+        time.sleep(1)
+        rows = _sacct_times(array)
+    return rows
+
+
 def _sacct_times(array: str) -> list[tuple[float, float, float]]:
     out = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,Submit,Start,End,State", "-j", array],
                          capture_output=True, text=True, timeout=30).stdout
@@ -100,12 +111,7 @@ def bench_array(tasks: int) -> None:
                 break
             time.sleep(1)
         drained = time.perf_counter()
-        rows = _sacct_times(array)
-        for _ in range(30):  # sacct lags squeue by a few seconds
-            if len(rows) >= tasks:
-                break
-            time.sleep(1)
-            rows = _sacct_times(array)
+        rows = _sacct_rows_when_complete(array, tasks)
         first_start = min(r[1] for r in rows) - wall_submit if rows else float("nan")
         print(f"array: {len(rows)}/{tasks} COMPLETED; first task started {first_start:.1f} s after submit, all done "
               f"{drained - submitted:.1f} s after submit ({tasks / (drained - submitted):.2f} tasks/s on this "
@@ -140,12 +146,7 @@ def bench_overhead(trials: int) -> None:
         for trial_id in state["tasks"]:
             record = read_json(work / "sweeps" / "overhead" / "trials" / trial_id / "slurm_task.json", {}) or {}
             startup += [s["first_step_after_s"] for s in record.get("starts", []) if "first_step_after_s" in s]
-        rows = _sacct_times(array)
-        for _ in range(30):  # sacct lags squeue by a few seconds
-            if len(rows) >= trials:
-                break
-            time.sleep(1)
-            rows = _sacct_times(array)
+        rows = _sacct_rows_when_complete(array, trials)
         queue = [start - submit for submit, start, _ in rows]
     print(f"overhead: {len(startup)} smoke trials: task process start -> end of first optimizer step: median "
           f"{statistics.median(startup):.1f} s (min {min(startup):.1f}, max {max(startup):.1f}); SLURM queue wait "
