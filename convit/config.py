@@ -5,9 +5,16 @@ and the checkpoint pins (through `config_hash()`).  Defaults are the paper's Ima
 training recipe, see docs/training.md); `TrialConfig.preset("cifar" | "smoke" | "imagenet")` gives the
 named starting points.
 
-Derived values (the linearly scaled learning rate, the epoch count scaled by 1/f, the AMP dtype) are
-computed by `resolve()` from the immutable config and never written back into it, so they are applied
-exactly once, however many times a trial is resumed.
+Derived values (the linearly scaled learning rate, the AMP dtype) are computed by `resolve()` from the
+immutable config and never written back into it, so they are applied exactly once, however many times a
+trial is resumed.  The training budget (optimizer steps, epochs, warm-up steps) also depends on the size
+of the training subset, so it is planned by `convit.data.budget.plan_budget` once the data is known.
+
+The training budget is stated in exactly one unit: ``epochs`` (passes over the training subset),
+``train_images`` (samples seen, repeats included) or ``train_steps`` (optimizer steps); the warm-up in
+``warmup_epochs``, ``warmup_steps`` or ``warmup_fraction`` (of the budget).  These keys form exclusive
+groups (`EXCLUSIVE_GROUPS`): setting one at a more specific level (a sweep's grid over its base, the base
+over a preset) replaces the others of its group; setting two at the same level is an error.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from typing import Any, Literal, Mapping, Sequence
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
+
+from .variants import VARIANTS, default_local_layers
 
 __all__ = [
     "ConfigError",
@@ -51,6 +60,30 @@ MODEL_NAMES: tuple[str, ...] = CONVIT_MODELS + DEIT_MODELS
 #: data, changing loader workers (sample augmentation is seeded per sample, not per worker) or the
 #: checkpoint cadence neither breaks resume nor splits one trial into two.
 NON_RESULT_FIELDS: frozenset[str] = frozenset({"data_root", "num_workers", "checkpoint_every"})
+
+#: Keys of which exactly one states a quantity (the budget; the warm-up); see the module docstring.
+BUDGET_KEYS: tuple[str, ...] = ("epochs", "train_images", "train_steps")
+WARMUP_KEYS: tuple[str, ...] = ("warmup_epochs", "warmup_steps", "warmup_fraction")
+EXCLUSIVE_GROUPS: tuple[tuple[str, ...], ...] = (BUDGET_KEYS, WARMUP_KEYS)
+
+
+def exclusive_siblings(key: str) -> tuple[str, ...]:
+    """The other keys of ``key``'s exclusive group (empty for ordinary keys)."""
+    for group in EXCLUSIVE_GROUPS:
+        if key in group:
+            return tuple(k for k in group if k != key)
+    return ()
+
+
+def set_exclusive(config: dict[str, Any], layer: Mapping[str, Any]) -> None:
+    """Merge one level's top-level ``layer`` into ``config``: a group key set to a value clears the
+    group's other keys unless the same level sets them too (then validation reports both)."""
+    for key, value in layer.items():
+        if value is None:
+            continue
+        for sibling in exclusive_siblings(key):
+            if sibling not in layer:
+                config[sibling] = None
 
 
 # --------------------------------------------------------------------------------------------- errors
@@ -113,6 +146,10 @@ class _SharedModelKwargs(BaseModel):
 
     img_size: int = Field(224, ge=8)
     patch_size: int = Field(16, ge=1)
+    depth: int = Field(12, ge=1, le=48, description="number of transformer blocks")
+    num_heads: int = Field(4, ge=1, le=64, description="attention heads per block (default: the variant's)")
+    embed_dim: int = Field(192, ge=1, le=4096, description="total width (heads x per-head dim; default: the variant's)")
+    mlp_ratio: float = Field(4.0, gt=0.0, le=16.0)
     drop_rate: float = Field(0.0, ge=0.0, lt=1.0)
     attn_drop_rate: float = Field(0.0, ge=0.0, lt=1.0)
     drop_path_rate: float = Field(0.0, ge=0.0, lt=1.0)
@@ -129,11 +166,12 @@ class _SharedModelKwargs(BaseModel):
 class _ConvitModelKwargs(_SharedModelKwargs):
     """ConViT's own knobs (GPSA): see convit/models."""
 
-    locality_strength: float = Field(1.0, ge=0.0)
-    local_up_to_layer: int = Field(10, ge=0, le=12)
-    gating_init: float = 1.0
+    locality_strength: float = Field(1.0, ge=0.0, allow_inf_nan=False)
+    local_up_to_layer: int = Field(10, ge=0, le=48)
+    gating_init: float = Field(1.0, allow_inf_nan=False)
     freeze_gating: bool = False
     use_local_init: bool = True
+    freeze_gpsa: bool = False
 
 
 _RESERVED_MODEL_KWARGS = {
@@ -168,7 +206,35 @@ def _validate_model_kwargs(model: str, kwargs: Mapping[str, Any]) -> dict[str, A
             [ConfigIssue(f"model_kwargs.{i.path}" if i.path else "model_kwargs", i.message)
              for i in _issues_from_validation(err, {})]
         ) from None
-    return {k: getattr(full, k) for k in kwargs}
+    given = {k: getattr(full, k) for k in kwargs}
+    _check_architecture(model, given)
+    return given
+
+
+def _check_architecture(model: str, given: Mapping[str, Any]) -> None:
+    """Cross-checks of the architecture knobs against the variant's defaults (convit.variants)."""
+    variant = VARIANTS[model]
+    depth = given.get("depth", variant.depth)
+    heads = given.get("num_heads", variant.num_heads)
+    width = given.get("embed_dim", heads * variant.head_dim if "num_heads" in given else variant.embed_dim)
+    issues = []
+    if width % heads:
+        key = "embed_dim" if "embed_dim" in given else "num_heads"
+        issues.append(ConfigIssue(f"model_kwargs.{key}", f"embed_dim ({width}) must be a multiple of num_heads "
+                                                         f"({heads})"))
+    if variant.family == "convit":
+        local = given.get("local_up_to_layer", variant.local_up_to_layer if "depth" not in given
+                          else default_local_layers(depth))
+        if local > depth:
+            issues.append(ConfigIssue("model_kwargs.local_up_to_layer",
+                                      f"{local} GPSA layers but the model has depth {depth}"))
+        if local > 0 and given.get("use_local_init", True) and math.isqrt(heads) ** 2 != heads:
+            issues.append(ConfigIssue("model_kwargs.num_heads" if "num_heads" in given else "model_kwargs",
+                                      f"the local (convolutional) init places heads on a square grid: num_heads "
+                                      f"must be a perfect square (1, 4, 9, 16, ...), got {heads}; or set "
+                                      "use_local_init: false"))
+    if issues:
+        raise ConfigError(issues)
 
 
 # ------------------------------------------------------------------------------------- trial config
@@ -199,16 +265,29 @@ class TrialConfig(BaseModel):
     synthetic_val_size: int = Field(64, ge=1, description="synthetic dataset only")
     seed: int = Field(0, ge=0)
 
-    # schedule
-    epochs: int = Field(300, ge=1)
-    scale_epochs_by_fraction: bool = Field(True, description="train epochs/f and warm up warmup_epochs/f")
+    # data split
+    val_fraction: float = Field(0.1, gt=0.0, le=0.5, description="share of each class of the training data "
+                                "held out as the validation split (stratified, seeded by 'seed'); every "
+                                "in-training decision uses it, the test split is evaluated at the end")
+    test_every_eval: bool = Field(False, description="also evaluate the test split at every evaluation "
+                                  "(logged as test_*; no scheduler or checkpoint choice may use it)")
+
+    # schedule: the budget in exactly one unit (see the module docstring)
+    epochs: int | None = Field(300, ge=1, le=1_000_000, description="passes over the training subset")
+    train_images: int | None = Field(None, ge=1, le=10**13, description="samples seen in training, repeats "
+                                     "included: steps = ceil(train_images / batch_size), the same at every f")
+    train_steps: int | None = Field(None, ge=1, le=10**9, description="optimizer steps")
     batch_size: int = Field(1024, ge=1, description="global batch over all processes")
     lr: float = Field(5e-4, gt=0.0, description="base lr for lr_base_batch images")
     lr_base_batch: int | None = Field(512, ge=1, description="linear scaling reference; null = no scaling")
     opt: str = "adamw"
     opt_eps: float = Field(1e-8, gt=0.0)
     weight_decay: float = Field(0.05, ge=0.0)
-    warmup_epochs: float = Field(5.0, ge=0.0)
+    warmup_epochs: float | None = Field(5.0, ge=0.0, allow_inf_nan=False, description="linear warm-up, in "
+                                        "epochs of the training subset")
+    warmup_steps: int | None = Field(None, ge=0, description="linear warm-up, in optimizer steps")
+    warmup_fraction: float | None = Field(None, ge=0.0, lt=1.0, description="linear warm-up, as a share of "
+                                          "the budget's optimizer steps")
     warmup_lr: float = Field(1e-6, ge=0.0)
     min_lr: float = Field(1e-5, ge=0.0)
     clip_grad: float | None = Field(None, gt=0.0, description="max global grad norm; null = off")
@@ -232,7 +311,7 @@ class TrialConfig(BaseModel):
     no_aug: bool = Field(False, description="no train augmentation at all (debugging, DDP equivalence)")
     repeated_aug: int = Field(3, ge=1, description="repeats per image per epoch (DeiT's RA); 1 = off")
     repeated_aug_budget: Literal["cover", "deit"] = Field(
-        "cover",
+        "deit",
         description="cover: every epoch shows each subset image repeated_aug times; "
         "deit: every epoch shows len(subset) samples, r consecutive epochs cover the subset",
     )
@@ -243,8 +322,10 @@ class TrialConfig(BaseModel):
     amp: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
     compile: bool = False
     num_workers: int = Field(8, ge=0)
-    eval_every: int = Field(1, ge=1, description="evaluate every N epochs (and at the last)")
-    analysis_every: int = Field(10, ge=0, description="attention metrics every N epochs; 0 = off")
+    eval_every: int = Field(1, ge=0, description="evaluate the validation split every N epochs; 0 = only "
+                            "after the last epoch (always evaluated)")
+    analysis_every: int = Field(10, ge=0, description="attention metrics every N epochs (and after the last); "
+                                "0 = off")
     checkpoint_every: int = Field(1, ge=1, description="checkpoint every N epochs (and at the last)")
 
     # ------------------------------------------------------------------------------ validators
@@ -281,6 +362,13 @@ class TrialConfig(BaseModel):
         issues = []
         if self.dataset == "cifar10" and self.num_classes is not None and self.num_classes > 10:
             issues.append(ConfigIssue("num_classes", "CIFAR-10 has 10 classes"))
+        for group in EXCLUSIVE_GROUPS:
+            chosen = [k for k in group if getattr(self, k) is not None]
+            if len(chosen) > 1:
+                issues.append(ConfigIssue(chosen[-1], f"set only one of {', '.join(group)} (got "
+                                                      f"{' and '.join(chosen)}); set the others to null"))
+            elif not chosen and group is BUDGET_KEYS:
+                issues.append(ConfigIssue("epochs", "no training budget: set one of " + ", ".join(group)))
         if self.min_lr > self.resolve().lr:
             issues.append(ConfigIssue("min_lr", f"larger than the scaled lr ({self.resolve().lr:g})"))
         if issues:
@@ -308,7 +396,13 @@ class TrialConfig(BaseModel):
             if name not in PRESETS:
                 raise ConfigError([ConfigIssue("preset", f"unknown preset {name!r}"
                                                          f"{_did_you_mean(str(name), list(PRESETS))}")])
-            data = _deep_merge(PRESETS[name], data)
+            base = copy.deepcopy(PRESETS[name])
+            set_exclusive(base, data)
+            data = _deep_merge(base, data)
+        for group in EXCLUSIVE_GROUPS:  # a key given here replaces the defaults' choice of its group
+            if any(data.get(k) is not None for k in group):
+                for k in group:
+                    data.setdefault(k, None)
         try:
             return cls.model_validate(data)
         except ValidationError as err:
@@ -327,12 +421,9 @@ class TrialConfig(BaseModel):
     def resolve(self, world_size: int = 1, cuda: bool = False) -> "ResolvedTrial":
         """Derived values, computed from the immutable config (so resume can never re-apply them)."""
         scale = self.batch_size / self.lr_base_batch if self.lr_base_batch else 1.0
-        factor = 1.0 / self.data_fraction if self.scale_epochs_by_fraction else 1.0
         amp = self.amp if self.amp != "auto" else ("bf16" if cuda else "fp32")
         return ResolvedTrial(
             lr=self.lr * scale,
-            epochs=max(1, int(round(self.epochs * factor))),
-            warmup_epochs=self.warmup_epochs * factor,
             world_size=world_size,
             batch_per_rank=self.batch_size // world_size,
             amp=amp,
@@ -345,8 +436,6 @@ class ResolvedTrial:
     """Values derived once from a TrialConfig; recorded in out_dir/config.json under 'resolved'."""
 
     lr: float
-    epochs: int
-    warmup_epochs: float
     world_size: int
     batch_per_rank: int
     amp: str
@@ -358,7 +447,8 @@ class ResolvedTrial:
 
 # ------------------------------------------------------------------------------------------ presets
 PRESETS: dict[str, dict[str, Any]] = {
-    # The paper's recipe (DeiT's, on ImageNet-1k): every default of TrialConfig.
+    # The paper's recipe (DeiT's, on ImageNet-1k): every default of TrialConfig.  The source of each value
+    # is tabulated in docs/training.md (tests/test_presets.py keeps the two in step).
     "imagenet": {},
     # ConViT-Ti on CIFAR-10 at its native 32 px: 8x8 patch grid (patch 4), milder crops (RandomResizedCrop
     # of 8 % of a 32 px image is a few pixels), eval without resize, no repeated augmentation (its point
@@ -384,7 +474,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "synthetic_train_size": 64,
         "synthetic_val_size": 32,
         "epochs": 2,
-        "scale_epochs_by_fraction": False,
         "batch_size": 16,
         "lr_base_batch": None,
         "lr": 1e-3,
@@ -425,9 +514,12 @@ def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[s
                 raise ConfigError([ConfigIssue(key, f"'{p}' is not a mapping, cannot set '{key}'")])
             node = nxt
         try:
-            node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+            value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as err:
             raise ConfigError([ConfigIssue(key, f"cannot parse value {raw!r}: {err}")]) from None
+        if len(parts) == 1:
+            set_exclusive(node, {parts[0]: value})
+        node[parts[-1]] = value
     return out
 
 

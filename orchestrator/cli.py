@@ -113,8 +113,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from orchestrator.workdir import resolve_workdir
 
     spec, trials = load_sweep(args.file, args.overrides)
+    plans: dict[str, Any] = {}
     if not (args.backend == "ray" and spec.ray.address):  # a remote Ray cluster has its own filesystem
-        check_trials_data(trials, str(args.file))
+        plans = check_trials_data(trials, spec)
     workdir = resolve_workdir(args.workdir)
     uri = tracking_uri_for(spec, workdir, args.tracking_uri)
     ctx = make_context(spec, workdir, args.backend, uri)
@@ -123,12 +124,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
     except BackendUnavailable as exc:
         if not args.dry_run:
             raise
-        _print_dry_run(spec, trials, ctx)  # a preview is still useful off the cluster
+        _print_dry_run(spec, trials, ctx, plans)  # a preview is still useful off the cluster
         err_console.print(f"[yellow]warning:[/] {exc}: a real submission would fail here", highlight=False)
         return EXIT_OK
     backend.validate(ctx, trials)
     if args.dry_run:
-        _print_dry_run(spec, trials, ctx)
+        _print_dry_run(spec, trials, ctx, plans)
         return EXIT_OK
     console.print(f"sweep [bold]{spec.name}[/]: {len(trials)} trial(s) on the {args.backend} backend; "
                   f"tracking {uri} (experiment '{ctx.experiment}')")
@@ -156,7 +157,7 @@ def _workdir_flag(workdir: Path | None) -> str:
     return f" --workdir {workdir}" if workdir else ""
 
 
-def _print_dry_run(spec: Any, trials: list[Any], ctx: Any) -> None:
+def _print_dry_run(spec: Any, trials: list[Any], ctx: Any, plans: dict[str, Any]) -> None:
     from orchestrator.sweep import finished_on_disk
 
     axes = spec.axis_keys()
@@ -167,9 +168,15 @@ def _print_dry_run(spec: Any, trials: list[Any], ctx: Any) -> None:
     for key, leaf in zip(axes, leaves):
         table.add_column(leaf if leaves.count(leaf) == 1 else key)
     done = finished_on_disk(ctx, trials)
+    budget_columns = ("train images", "epochs", "steps", "images seen", "warm-up steps")
+    for name in budget_columns if plans else ():
+        table.add_column(name, justify="right")
     table.add_column("state")
     for i, trial in enumerate(trials):
-        table.add_row(str(i), trial.id, *(_fmt(trial.axes.get(k)) for k in axes),
+        plan = plans.get(trial.id)
+        budget = [str(plan.train_size), f"{plan.epochs_exact:.3g}", str(plan.total_steps), f"{plan.images:,}",
+                  str(plan.warmup_steps)] if plan else [""] * len(budget_columns) if plans else []
+        table.add_row(str(i), trial.id, *(_fmt(trial.axes.get(k)) for k in axes), *budget,
                       "finished" if trial.id in done else "to run")
     console.print(table)
     options = ", ".join(f"{k}={v}" for k, v in ctx.options.items())

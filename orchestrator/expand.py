@@ -18,6 +18,7 @@ from typing import Any, Iterator, Sequence
 
 from pydantic import BaseModel, ValidationError
 
+from convit.config import set_exclusive
 from orchestrator.errors import SpecError, SpecIssue
 from orchestrator.spec import (COMMAND_LINE, SEED_KEY, DocPath, Provenance, SweepSpec, base_leaves, display_key,
                                parse_spec_partial, read_spec_text, trial_config_class)
@@ -137,12 +138,17 @@ def set_path(config: dict[str, Any], key: str, value: Any) -> None:
 
 
 def resolve_base(spec: SweepSpec) -> tuple[dict[str, Any], Provenance]:
-    """The preset's full config (or the engine defaults) with ``base``'s keys merged in."""
+    """The preset's full config (or the engine defaults) with ``base``'s keys merged in.
+
+    A key of an exclusive group (the budget: epochs / train_images / train_steps; the warm-up) set in
+    ``base`` replaces the preset's choice in that group (convit.config.set_exclusive)."""
     prov = Provenance(spec.marks)
     config: dict[str, Any] = {}
     if spec.preset is not None:
         config = trial_config_class().preset(spec.preset).model_dump(mode="json")  # type: ignore[attr-defined]
-    for key, value, path in base_leaves(spec.base):
+    leaves = base_leaves(spec.base)
+    set_exclusive(config, {key: value for key, value, _ in leaves if "." not in key})
+    for key, value, path in leaves:
         set_path(config, key, value)
         prov.paths[key] = path
     return config, prov
@@ -181,6 +187,7 @@ def expand(spec: SweepSpec, *, whole_sweep_checks: bool = True) -> list[Trial]:
         if _excluded(point.axes, spec.exclude):
             continue
         raw = copy.deepcopy(base)
+        set_exclusive(raw, {k: v for k, v in point.axes.items() if "." not in k})
         for key, value in point.axes.items():
             set_path(raw, key, value)
         name = trial_name(point.axes) or spec.name
@@ -269,6 +276,21 @@ def _axis_path(spec: SweepSpec, key: str) -> DocPath:
     if key == SEED_KEY and spec.seeds is not None:
         return ("seeds",)
     return ()
+
+
+def locate_trial_key(spec: SweepSpec, trial: Trial, key: str) -> SpecIssue:
+    """Where ``key`` of ``trial`` was set: its axis item, the base key, the command line, or the preset
+    (an issue with an empty message: callers fill it in)."""
+    if key in trial.axes:
+        path = _axis_path(spec, key)
+        loc = spec.marks.locate(path)
+        return SpecIssue(loc.file, loc.line, display_key(path), "")
+    _, prov = resolve_base(spec)
+    loc, source = prov.locate(key)
+    if source == key:
+        return SpecIssue(loc.file, loc.line, key if loc.file == COMMAND_LINE else f"base.{key}", "")
+    return SpecIssue(loc.file, loc.line, f"base.{key}" if spec.preset is None else
+                     f"base.{key} (from preset '{spec.preset}')", "")
 
 
 def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> tuple[SweepSpec, list[Trial]]:

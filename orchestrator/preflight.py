@@ -11,31 +11,47 @@ from typing import Any
 
 from orchestrator.errors import SpecError, SpecIssue
 
-
-def _data_key(cfg: Any) -> tuple:
-    """Trials that agree on these fields pass or fail the data check together: check each group once."""
-    return (cfg.dataset, cfg.data_root, cfg.num_classes, cfg.data_fraction, cfg.batch_size, cfg.mixup, cfg.cutmix,
-            cfg.mixup_prob, cfg.synthetic_train_size)
+_PLANS: dict[tuple[str, str | None], Any] = {}
 
 
-def check_trials_data(trials: list[Any], file: str) -> None:
-    """Raise one SpecError listing every distinct data problem (with the trials it affects)."""
+def trial_plan(config: Any) -> Any | None:
+    """The engine's training plan of a trial (convit.data.TrainingPlan), memoised; None when its data cannot
+    be read here (a remote cluster's filesystem): callers show what they can without it."""
     from convit.data import check_data
     from convit.data.errors import DataError
 
-    verdicts: dict[tuple, str | None] = {}
-    problems: dict[str, list[str]] = {}
+    key = (config.config_hash(), config.data_root)
+    if key not in _PLANS:
+        try:
+            _PLANS[key] = check_data(config)
+        except (DataError, OSError):
+            return None
+    return _PLANS[key]
+
+
+def planned_epochs(trial: Any) -> int | None:
+    plan = trial_plan(trial.config)
+    return plan.epochs if plan is not None else None
+
+
+def check_trials_data(trials: list[Any], spec: Any) -> dict[str, Any]:
+    """Every trial's training plan (by trial id), or one SpecError listing every distinct data or budget
+    problem at the line that set the key to fix (file:line:key), with the trials it affects."""
+    from convit.data import check_data
+    from convit.data.errors import DataError
+    from orchestrator.expand import locate_trial_key
+
+    plans: dict[str, Any] = {}
+    problems: dict[tuple[SpecIssue, str], list[str]] = {}
     for trial in trials:
-        key = _data_key(trial.config)
-        if key not in verdicts:
-            try:
-                check_data(trial.config)
-                verdicts[key] = None
-            except DataError as exc:
-                verdicts[key] = str(exc)
-        if verdicts[key]:
-            problems.setdefault(verdicts[key], []).append(trial.name)
+        try:
+            plans[trial.id] = check_data(trial.config)
+            _PLANS[(trial.config.config_hash(), trial.config.data_root)] = plans[trial.id]
+        except DataError as exc:
+            where = locate_trial_key(spec, trial, exc.key)
+            problems.setdefault((where, str(exc)), []).append(trial.name)
     if problems:
-        raise SpecError([SpecIssue(file, None, "data", f"{msg} (trials: {', '.join(names[:3])}"
-                                                       f"{', ...' if len(names) > 3 else ''})")
-                         for msg, names in problems.items()])
+        raise SpecError([SpecIssue(where.file, where.line, where.key,
+                                   f"{msg} (trials: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''})")
+                         for (where, msg), names in problems.items()])
+    return plans

@@ -24,6 +24,7 @@ from typing import Any, Iterable, Literal, Sequence
 import yaml
 from pydantic import BaseModel, Field, PositiveInt, PrivateAttr, ValidationError, field_validator, model_validator
 
+from convit.config import exclusive_siblings
 from orchestrator.errors import SpecError, SpecIssue
 from orchestrator.sections import LocalSection, RaySection, Section, SlurmSection, TrackingSection
 
@@ -380,6 +381,8 @@ def _apply_overrides(doc: dict[str, Any], marks: Marks, overrides: Sequence[str]
             if not isinstance(base, dict):
                 issues.append(SpecIssue(COMMAND_LINE, None, key, "'base' is not a mapping in the file"))
                 continue
+            for sibling in exclusive_siblings(trial_key):  # the command line replaces the file's choice
+                base.pop(sibling, None)
             base[trial_key] = value
             path = ("base", trial_key)
         marks.set(path, Location(COMMAND_LINE, None), overwrite=True)

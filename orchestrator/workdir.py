@@ -246,7 +246,6 @@ def trial_status(trial: Any, trial_dir: Path) -> TrialStatus:
 
 
 def _total_epochs(trial: Any) -> int | None:
-    try:
-        return int(trial.config.resolve().epochs)
-    except Exception:  # noqa: BLE001 - an engine without resolve(): fall back to the plain field
-        return getattr(trial.config, "epochs", None)
+    from orchestrator.preflight import planned_epochs
+
+    return planned_epochs(trial)

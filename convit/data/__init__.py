@@ -12,21 +12,28 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..config import TrialConfig
+from .budget import TrainingPlan, plan_budget
 from . import sources
 from .dataset import EvalDataset, TrainDataset
 from .errors import DataError
 from .order import EpochBatchSampler, epoch_order, steps_per_epoch
+from .split import validation_split
 from .subset import nested_subset, subset_record, subset_size
 from .transforms import eval_transform, train_transform
 
-__all__ = ["DataError", "EpochBatchSampler", "TrialData", "build_data", "check_data", "epoch_order",
-           "nested_subset", "steps_per_epoch", "subset_record"]
+__all__ = ["DataError", "EpochBatchSampler", "TrainingPlan", "TrialData", "build_data", "check_data", "epoch_order",
+           "nested_subset", "plan_budget", "steps_per_epoch", "subset_record", "validation_split"]
 
 
 @dataclass
 class TrialData:
+    """What a trial trains and evaluates on.  ``subset`` indexes ``train``'s source (the pool left after the
+    validation split, then the data fraction); ``val`` is the held-out validation split of the training
+    data; ``test`` is the dataset's test split (evaluated after the last epoch)."""
+
     train: TrainDataset
     val: EvalDataset
+    test: EvalDataset
     subset: np.ndarray
     subset_record: dict
     num_classes: int
@@ -46,20 +53,32 @@ def _train_labels(cfg: TrialConfig) -> np.ndarray:
     return np.repeat(np.arange(len(classes)), counts)
 
 
-def check_data(cfg: TrialConfig, world_size: int = 1) -> None:
-    """Raise DataError if the trial's data is missing or does not fit its batch size."""
+def _subset_indices(labels: np.ndarray, cfg: TrialConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(subset, val): indices into the training source of the trial's subset and of the validation split."""
+    pool, val = validation_split(labels, cfg.val_fraction, cfg.seed)
+    return pool[nested_subset(labels[pool], cfg.data_fraction, cfg.seed)], val
+
+
+def check_data(cfg: TrialConfig, world_size: int = 1) -> TrainingPlan:
+    """The trial's training plan; raises DataError (with the key to fix) if the data is missing or does not
+    fit the batch size and budget.  Decodes no pixels."""
     labels = _train_labels(cfg)
     if len(labels) == 0:
         raise DataError(f"dataset '{cfg.dataset}' has no training images")
-    n = subset_size(labels, cfg.data_fraction)
+    subset, _ = _subset_indices(labels, cfg)
+    n = len(subset)
     if cfg.batch_size > n:
         raise DataError(f"batch_size={cfg.batch_size} is larger than the training subset ({n} images at "
-                        f"data_fraction={cfg.data_fraction}); lower batch_size or raise data_fraction")
+                        f"data_fraction={cfg.data_fraction}, after holding out val_fraction={cfg.val_fraction}); "
+                        "lower batch_size or raise data_fraction", key="batch_size")
     if cfg.batch_size % world_size:
-        raise DataError(f"batch_size={cfg.batch_size} (global) is not divisible by {world_size} processes")
+        raise DataError(f"batch_size={cfg.batch_size} (global) is not divisible by {world_size} processes",
+                        key="batch_size")
     mixing = (cfg.mixup > 0 or cfg.cutmix > 0) and cfg.mixup_prob > 0
     if mixing and (cfg.batch_size // world_size) % 2:
-        raise DataError(f"mixup/cutmix needs an even batch per process, got {cfg.batch_size // world_size}")
+        raise DataError(f"mixup/cutmix needs an even batch per process, got {cfg.batch_size // world_size}",
+                        key="batch_size")
+    return plan_budget(cfg, n)
 
 
 def _splits(cfg: TrialConfig, img_size: int) -> sources.Splits:
@@ -74,11 +93,16 @@ def _splits(cfg: TrialConfig, img_size: int) -> sources.Splits:
 def build_data(cfg: TrialConfig) -> TrialData:
     img_size = cfg.resolve().img_size
     splits = _splits(cfg, img_size)
-    subset = nested_subset(splits.train.labels, cfg.data_fraction, cfg.seed)
+    labels = splits.train.labels
+    subset, val = _subset_indices(labels, cfg)
+    evaluate = eval_transform(cfg, img_size, splits.mean, splits.std)
+    record = subset_record(labels, subset)
+    record["val"] = subset_record(labels, val)
     return TrialData(
         train=TrainDataset(splits.train, train_transform(cfg, img_size, splits.mean, splits.std)),
-        val=EvalDataset(splits.val, eval_transform(cfg, img_size, splits.mean, splits.std)),
+        val=EvalDataset(splits.train.take(val), evaluate),
+        test=EvalDataset(splits.test, evaluate),
         subset=subset,
-        subset_record=subset_record(splits.train.labels, subset),
+        subset_record=record,
         num_classes=splits.num_classes,
     )

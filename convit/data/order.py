@@ -67,17 +67,19 @@ class EpochBatchSampler:
         self.seed, self.batch_size, self.repeats, self.budget = seed, batch_size, repeats, budget
         self.rank, self.world_size = rank, world_size
         self.steps = steps_per_epoch(len(self.subset), batch_size, repeats, budget)
-        self.epoch, self.start_step = 0, 0
+        self.epoch, self.start_step, self.stop_step = 0, 0, self.steps
 
-    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+    def set_epoch(self, epoch: int, start_step: int = 0, stop_step: int | None = None) -> None:
+        """Iterate epoch ``epoch`` from ``start_step`` (resume) up to ``stop_step`` (a partial last epoch)."""
         self.epoch, self.start_step = epoch, start_step
+        self.stop_step = self.steps if stop_step is None else min(stop_step, self.steps)
 
     def __len__(self) -> int:
-        return self.steps - self.start_step
+        return max(0, self.stop_step - self.start_step)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         order = epoch_order(len(self.subset), self.epoch, self.seed, self.repeats, self.budget)
-        for step in range(self.start_step, self.steps):
+        for step in range(self.start_step, self.stop_step):
             lo = step * self.batch_size
             sl = slice(lo + self.rank, lo + self.batch_size, self.world_size)
             idx, seeds = self.subset[order.positions[sl]], order.seeds[sl]

@@ -58,16 +58,20 @@ class FileSource:
         with Image.open(self.paths[i]) as img:
             return img.convert("RGB")
 
+    def take(self, keep: np.ndarray) -> "FileSource":
+        return FileSource([self.paths[i] for i in keep], self.labels[keep], self.classes)
+
 
 Source = ArraySource | FileSource
 
 
 @dataclass
 class Splits:
-    """The train and validation sources of one dataset, with its class count and normalisation."""
+    """The train and test sources of one dataset (ImageFolder: train/ and val/), with its class count and
+    normalisation.  The validation split is carved out of ``train`` (convit.data.split)."""
 
     train: Source
-    val: Source
+    test: Source
     num_classes: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]

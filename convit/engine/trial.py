@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from ..config import TrialConfig
-from ..data import EpochBatchSampler, TrialData, build_data, check_data
+from ..data import EpochBatchSampler, TrainingPlan, TrialData, build_data, check_data
 from ..data.dataset import seeded
 from . import records, rng
 from .checkpoint import load_latest, save_checkpoint
@@ -76,6 +76,7 @@ class _Trial:
         self.res = cfg.resolve(ctx.world_size, ctx.device.type == "cuda")
         self.hash = cfg.config_hash()
         self.ckpt_dir = out_dir / "checkpoints"
+        self.plan: TrainingPlan = check_data(cfg, ctx.world_size)
         self.data: TrialData = build_data(cfg)
         self._build_model()
         self._build_loaders()
@@ -116,12 +117,17 @@ class _Trial:
         # resumed run (which creates its iterator at a different point) would diverge.
         self.train_loader = DataLoader(self.data.train, batch_sampler=self.sampler,
                                        generator=torch.Generator(), **common)
-        val_idx = list(range(ctx.rank, len(self.data.val), ctx.world_size))
-        self.val_loader = DataLoader(self.data.val, batch_size=self.res.batch_per_rank, sampler=val_idx,
-                                     generator=torch.Generator(), **common)
+        self.val_loader = self._eval_loader(self.data.val, common)
+        self.test_loader = self._eval_loader(self.data.test, common)
         picks = np.random.default_rng(0).choice(len(self.data.val), min(ANALYSIS_IMAGES, len(self.data.val)),
                                                 replace=False)
         self.analysis_images = torch.stack([self.data.val[int(i)][0] for i in np.sort(picks)])
+
+    def _eval_loader(self, dataset: Any, common: dict[str, Any]) -> DataLoader:
+        """This rank's share of an evaluation set (sums are all-reduced, so shares may differ by one)."""
+        idx = list(range(self.ctx.rank, len(dataset), self.ctx.world_size))
+        return DataLoader(dataset, batch_size=self.res.batch_per_rank, sampler=idx, generator=torch.Generator(),
+                          **common)
 
     def _build_optim(self) -> None:
         from timm.data import Mixup
@@ -133,10 +139,11 @@ class _Trial:
         self.trainable = [p for p in self.raw.parameters() if p.requires_grad]
         self.optimizer = create_optimizer_v2(self.raw, opt=cfg.opt, lr=res.lr, weight_decay=cfg.weight_decay,
                                              eps=cfg.opt_eps)
-        steps = self.sampler.steps
+        if self.sampler.steps != self.plan.steps_per_epoch:  # one formula for both, or budgets would drift
+            raise RuntimeError(f"sampler has {self.sampler.steps} steps per epoch, plan {self.plan.steps_per_epoch}")
         self.scheduler = CosineLRScheduler(
-            self.optimizer, t_initial=res.epochs * steps, lr_min=cfg.min_lr,
-            warmup_t=int(round(res.warmup_epochs * steps)), warmup_lr_init=cfg.warmup_lr, t_in_epochs=False)
+            self.optimizer, t_initial=self.plan.total_steps, lr_min=cfg.min_lr,
+            warmup_t=self.plan.warmup_steps, warmup_lr_init=cfg.warmup_lr, t_in_epochs=False)
         self.scaler = torch.amp.GradScaler(self.ctx.device.type) if res.amp == "fp16" else None
         mixing = (cfg.mixup > 0 or cfg.cutmix > 0) and cfg.mixup_prob > 0
         self.mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob,
@@ -203,9 +210,10 @@ class _Trial:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             records.write_json(self.out_dir / records.CONFIG_FILE, {
                 "config": self.cfg.to_dict(), "config_hash": self.hash, "resolved": self.res.to_dict(),
-                "subset": self.data.subset_record, "steps_per_epoch": self.sampler.steps})
+                "plan": self.plan.to_dict(), "subset": self.data.subset_record,
+                "steps_per_epoch": self.sampler.steps})
         self._resume()
-        while self.epoch < self.res.epochs:
+        while self.epoch < self.plan.epochs:
             self._run_epoch()
         self.control.saved.set()  # whatever was asked, the final checkpoint holds everything
         final = self._final()
@@ -215,12 +223,15 @@ class _Trial:
         return final
 
     def _final(self) -> dict[str, float]:
+        """The last epoch's row (the test split is evaluated in it), the best validation top-1 and the plan."""
         last = dict(self.metrics[-1]) if self.metrics else {}
         evals = [m for m in self.metrics if "val_top1" in m]
         if evals:
             last.update({k: v for k, v in evals[-1].items() if k.startswith(("val_", "ema_val_"))})
         last["best_val_top1"] = self.best_top1 if self.best_top1 is not None else float("nan")
-        last["train_images"] = float(self.data.subset_record["size"])
+        last["train_subset_size"] = float(self.data.subset_record["size"])
+        last["optimizer_steps"] = float(self.plan.total_steps)
+        last["images_seen"] = float(self.plan.images)
         return {k: float(v) for k, v in last.items()}
 
     def _run_epoch(self) -> None:
@@ -229,14 +240,20 @@ class _Trial:
             torch.cuda.reset_peak_memory_stats(self.ctx.device)
         self._train_epoch()
         row: dict[str, Any] = {"epoch": epoch, **self._train_stats()}
-        last = epoch + 1 == self.res.epochs
-        if (epoch + 1) % self.cfg.eval_every == 0 or last:
+        row["images_seen"] = self.global_step * self.cfg.batch_size
+        last = epoch + 1 == self.plan.epochs
+        if _due(epoch, self.cfg.eval_every, last):
             # Not through DDP: its forward may sync buffers, and val shards can differ by one batch.
-            row.update(self._evaluate(self.raw if self.ctx.distributed else self.model, "val"))
+            model = self.raw if self.ctx.distributed else self.model
+            row.update(self._evaluate(model, self.val_loader, "val"))
             if self.ema is not None:
-                row.update(self._evaluate(self.ema.module, "ema_val"))
+                row.update(self._evaluate(self.ema.module, self.val_loader, "ema_val"))
+            if last or self.cfg.test_every_eval:  # the test split: reported, never used for a decision
+                row.update(self._evaluate(model, self.test_loader, "test"))
+                if self.ema is not None:
+                    row.update(self._evaluate(self.ema.module, self.test_loader, "ema_test"))
             self.best_top1 = max(self.best_top1 or 0.0, row["val_top1"])
-        if self.cfg.analysis_every and ((epoch + 1) % self.cfg.analysis_every == 0 or last):
+        if self.cfg.analysis_every and _due(epoch, self.cfg.analysis_every, last):
             row.update(self._analysis())
         if self.best_top1 is not None:
             row["best_val_top1"] = self.best_top1
@@ -253,7 +270,7 @@ class _Trial:
                 self.reporter.report(epoch, row, ckpt)
 
     def _train_stats(self) -> dict[str, float]:
-        p, steps = self.partial, self.sampler.steps
+        p, steps = self.partial, self.plan.steps_in_epoch(self.epoch)
         images = steps * self.cfg.batch_size
         return {
             "train_loss": p["loss_sum"] / max(1, p["steps"]),
@@ -263,10 +280,11 @@ class _Trial:
 
     def _train_epoch(self) -> None:
         self.model.train()
-        self.sampler.set_epoch(self.epoch, self.step)
+        stop = self.plan.steps_in_epoch(self.epoch)
+        self.sampler.set_epoch(self.epoch, self.step, stop)
         t_start = time.perf_counter()
         base_time = self.partial["train_time"]
-        with _progress(self.ctx.is_main, self.epoch, self.sampler.steps, self.step) as advance:
+        with _progress(self.ctx.is_main, self.epoch, stop, self.step) as advance:
             for x, y in self.train_loader:
                 loss = self._train_step(x, y)
                 self.step += 1
@@ -337,11 +355,11 @@ class _Trial:
 
     # ------------------------------------------------------------------------------ evaluation
     @torch.no_grad()
-    def _evaluate(self, model: nn.Module, prefix: str) -> dict[str, float]:
+    def _evaluate(self, model: nn.Module, loader: DataLoader, prefix: str) -> dict[str, float]:
         model.eval()
         dev, k = self.ctx.device, min(5, self.data.num_classes)
         sums = torch.zeros(4, dtype=torch.float64, device=dev)
-        for x, y in self.val_loader:
+        for x, y in loader:
             x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
             with _amp_context(self.res.amp, dev):
                 out = model(x)
@@ -375,6 +393,11 @@ class _Trial:
         finally:
             self.raw.train(was_training)
         return {k: float(v) for k, v in found.items()}
+
+
+def _due(epoch: int, every: int, last: bool) -> bool:
+    """Whether a periodic task (every N epochs; 0 = only at the end) runs after ``epoch``."""
+    return last or (every > 0 and (epoch + 1) % every == 0)
 
 
 @contextlib.contextmanager

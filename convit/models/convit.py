@@ -75,6 +75,7 @@ class ConViT(nn.Module):
         gating_init: float = 1.0,
         freeze_gating: bool = False,
         use_local_init: bool = True,
+        freeze_gpsa: bool = False,
     ):
         super().__init__()
         depth = _check_int("depth", depth, 1)
@@ -115,6 +116,11 @@ class ConViT(nn.Module):
         self.head_drop = nn.Dropout(rates["drop_rate"])
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self.init_weights()
+        if _check_bool("freeze_gpsa", freeze_gpsa):
+            # Table 3's "Train GPSA" = no: every GPSA attention layer (qk, v, proj, positional weights, gating)
+            # keeps its initial value; the blocks' MLPs, norms and the MHSA layers still train.
+            for attn in self.gpsa_layers().values():
+                attn.requires_grad_(False)
 
     def init_weights(self) -> None:
         """Truncated normal (std 0.02) for linears and embeddings, then each GPSA's own (local) init."""
@@ -162,7 +168,8 @@ class DeiT(ConViT):
     """The DeiT baseline: the same network with MHSA everywhere (class token from the first block)."""
 
     def __init__(self, **kwargs):
-        for knob in ("local_up_to_layer", "locality_strength", "gating_init", "freeze_gating", "use_local_init"):
+        for knob in ("local_up_to_layer", "locality_strength", "gating_init", "freeze_gating", "use_local_init",
+                     "freeze_gpsa"):
             if knob in kwargs:
                 raise TypeError(f"DeiT has no GPSA layers, so it does not take {knob!r}")
         super().__init__(local_up_to_layer=0, use_local_init=False, **kwargs)

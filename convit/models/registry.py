@@ -5,45 +5,18 @@ Keyword names follow timm's ConViT where timm has them, so ``create_model(name, 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+from ..variants import VARIANTS, Variant, default_local_layers
 from .convit import ConViT, DeiT
 
 # Knobs every model takes (timm's names), and those that only make sense with GPSA layers.
 SHARED_KWARGS = frozenset({
-    "img_size", "patch_size", "in_chans", "num_classes", "depth",
+    "img_size", "patch_size", "in_chans", "num_classes", "depth", "num_heads", "embed_dim", "mlp_ratio",
     "drop_rate", "pos_drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate",
 })
-GPSA_KWARGS = frozenset({"locality_strength", "local_up_to_layer", "gating_init", "freeze_gating", "use_local_init"})
-
-
-@dataclass(frozen=True)
-class Variant:
-    """Architecture of a named model: family ('convit' or 'deit'), heads and per-head width."""
-
-    family: str
-    num_heads: int
-    head_dim: int
-    depth: int = 12
-    local_up_to_layer: int = 10
-
-    @property
-    def embed_dim(self) -> int:
-        return self.num_heads * self.head_dim
-
-
-VARIANTS: dict[str, Variant] = {
-    "convit_tiny": Variant("convit", 4, 48),
-    "convit_small": Variant("convit", 9, 48),
-    "convit_base": Variant("convit", 16, 48),
-    "convit_tiny_plus": Variant("convit", 4, 64),
-    "convit_small_plus": Variant("convit", 9, 64),
-    "convit_base_plus": Variant("convit", 16, 64),
-    "deit_tiny": Variant("deit", 3, 64, local_up_to_layer=0),
-    "deit_small": Variant("deit", 6, 64, local_up_to_layer=0),
-    "deit_base": Variant("deit", 12, 64, local_up_to_layer=0),
-}
+GPSA_KWARGS = frozenset({"locality_strength", "local_up_to_layer", "gating_init", "freeze_gating", "use_local_init",
+                         "freeze_gpsa"})
 
 
 def list_models() -> list[str]:
@@ -62,10 +35,6 @@ def accepted_kwargs(name: str) -> frozenset[str]:
     return SHARED_KWARGS | GPSA_KWARGS if _variant(name).family == "convit" else SHARED_KWARGS
 
 
-def _default_local_layers(depth: int) -> int:
-    return min(depth - 1, max(depth - 2, 1)) if isinstance(depth, int) and depth >= 1 else depth
-
-
 def create_model(name: str, **kwargs: Any) -> ConViT:
     """Build a named ConViT or DeiT; any img_size / patch_size / in_chans / num_classes.
 
@@ -81,9 +50,11 @@ def create_model(name: str, **kwargs: Any) -> ConViT:
             f"{name} got unexpected keyword argument(s) {', '.join(map(repr, unknown))}{hint}; "
             f"accepted: {', '.join(sorted(accepted_kwargs(name)))}"
         )
-    args = dict(embed_dim=variant.embed_dim, num_heads=variant.num_heads, depth=variant.depth) | kwargs
+    heads = kwargs.get("num_heads", variant.num_heads)
+    width = variant.embed_dim if "num_heads" not in kwargs else heads * variant.head_dim
+    args = dict(embed_dim=width, num_heads=heads, depth=variant.depth) | kwargs
     if variant.family == "deit":
         return DeiT(**args)
     if "local_up_to_layer" not in kwargs:
-        args["local_up_to_layer"] = variant.local_up_to_layer if "depth" not in kwargs else _default_local_layers(args["depth"])
+        args["local_up_to_layer"] = variant.local_up_to_layer if "depth" not in kwargs else default_local_layers(args["depth"])
     return ConViT(**args)

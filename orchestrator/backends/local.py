@@ -246,7 +246,6 @@ def _signal(pid: int, sig: int) -> None:
 
 
 def _epochs(trial: Any) -> int | None:
-    try:
-        return int(trial.config.resolve().epochs)
-    except Exception:  # noqa: BLE001
-        return getattr(trial.config, "epochs", None)
+    from orchestrator.preflight import planned_epochs
+
+    return planned_epochs(trial)

@@ -84,7 +84,9 @@ class RayBackend(Backend):
     def _tuner(self, sweep: SweepContext, opts: RaySection, trials: list[Any], experiment: str) -> Any:
         from ray import tune
 
-        epochs = max(int(t.config.resolve().epochs) for t in trials)
+        from orchestrator.preflight import planned_epochs
+
+        epochs = max(planned_epochs(t) or t.config.epochs or 1 for t in trials)
         section = opts.scheduler
         scheduler = build_scheduler(section, epochs, ray_dir(sweep.sweep_dir) / "stops")
         if section.type == "asha":

@@ -312,7 +312,9 @@ def train_trial(config: dict[str, Any], sweep_dir: str) -> None:
             _record_exploit(ctx, trial_dir, event, sorted(mutated), effective, home.config)
     meta = {"home": home.id, "tune_trial_id": tune_id, "config_hash": effective.config_hash(),
             "config": effective.model_dump(mode="json")}
-    reporter = TuneReporter(trial_dir, int(effective.resolve().epochs), meta)
+    from convit.data import check_data
+
+    reporter = TuneReporter(trial_dir, check_data(effective).epochs, meta)
     control = TrialControl()
     _watch_cancel(root, control, started=time.time())
     try:
