@@ -212,6 +212,10 @@ class _Trial:
                 "config": self.cfg.to_dict(), "config_hash": self.hash, "resolved": self.res.to_dict(),
                 "plan": self.plan.to_dict(), "subset": self.data.subset_record,
                 "steps_per_epoch": self.sampler.steps})
+        # Gating and nonlocality of the untrained model (deterministic from the seed): the reference that tells
+        # a learnt value from one that never moved.  Taken before a checkpoint is loaded, so also on resume.
+        self.init_analysis = {k: v for k, v in self._analysis().items() if k.count("/") == 1} \
+            if self.cfg.analysis_every else {}
         self._resume()
         while self.epoch < self.plan.epochs:
             self._run_epoch()
@@ -232,6 +236,7 @@ class _Trial:
         last["train_subset_size"] = float(self.data.subset_record["size"])
         last["optimizer_steps"] = float(self.plan.total_steps)
         last["images_seen"] = float(self.plan.images)
+        last.update({f"init/{k}": v for k, v in self.init_analysis.items()})
         return {k: float(v) for k, v in last.items()}
 
     def _run_epoch(self) -> None:
