@@ -67,3 +67,59 @@ def test_unknown_or_unfinished_sweep_is_a_clear_error(tmp_path: Path):
                         git_commit="x", n_trials=1)
     with pytest.raises(OrchestratorError, match="no finished trial yet"):
         compare("cmp", tracking_uri=tracker.uri, experiment="cmp", out_dir=tmp_path / "o")
+
+
+# Hand-computed: per-seed gaps ConViT − DeiT at f = 0.1 are 10, 8, 6 → mean 8, sd 2, se 2/√3,
+# t(0.975, df=2) = 4.302653 → half-width 4.96828 → 95 % CI [3.03, 12.97].  At f = 1 one seed only.
+PAIRED = {("convit_tiny", 0.1): [40.0, 44.0, 41.0], ("deit_tiny", 0.1): [30.0, 36.0, 35.0],
+          ("convit_tiny", 1.0): [70.0], ("deit_tiny", 1.0): [68.0]}
+
+
+def fill_paired(tracker: Tracker) -> None:
+    parent = tracker.start_sweep(experiment="pair", sweep_id="pair", spec_text="name: pair\n",
+                                 axes=["data_fraction", "model", "seed"], backend="local", git_commit="x", n_trials=8)
+    for (model, fraction), values in PAIRED.items():
+        for seed, top1 in enumerate(values):
+            axes = {"model": model, "data_fraction": fraction, "seed": seed}
+            run_id = tracker.open_trial_run(experiment="pair", sweep_id="pair", parent_run_id=parent,
+                                            trial_id=f"{model}-{fraction}-{seed}", trial_name="t", params=axes,
+                                            tags={f"axis.{k}": str(v) for k, v in axes.items()})
+            tracker.log_epoch(run_id, 0, {"val_top1": top1 - 1, "train_loss": 1.0,
+                                          **({"gating/l0": 0.7} if model.startswith("convit") else {}),
+                                          "nonlocality/l0": 1.5, "nonlocality/l1": 2.0})
+            tracker.log_final(run_id, {"test_top1": top1, "val_top1": top1 - 1, "best_val_top1": top1,
+                                       "init/nonlocality/l0": 1.9, "init/nonlocality/l1": 2.0,
+                                       **({"init/gating/l0": 0.73} if model.startswith("convit") else {})}, step=0)
+            tracker.end_run(run_id, "FINISHED")
+
+
+def test_paired_gap_matches_a_hand_computed_interval(tmp_path: Path):
+    tracker = Tracker(default_tracking_uri(tmp_path))
+    fill_paired(tracker)
+    console = Console(record=True, width=250)
+    result = compare("pair", tracking_uri=tracker.uri, experiment="pair", out_dir=tmp_path / "out", console=console)
+    assert result.headline == "test_top1" and result.metrics[0] == "test_top1"  # the test split leads
+    assert result.reference == "deit_tiny"
+    gaps = {float(p["data_fraction"]): p["gap"] for p in result.paired}
+    assert gaps[0.1].n == 3 and gaps[0.1].mean == pytest.approx(8.0)
+    assert gaps[0.1].low == pytest.approx(8.0 - 4.96828, abs=1e-4)
+    assert gaps[0.1].high == pytest.approx(8.0 + 4.96828, abs=1e-4)
+    assert gaps[1.0].n == 1 and math.isnan(gaps[1.0].low)
+    text = console.export_text()
+    assert "+8.00 [+3.03, +12.97]" in text
+    assert "ConViT-Ti" in text and "DeiT-Ti" in text
+    row_f1 = next(line for line in text.splitlines() if line.startswith("│ 1.0") and "ConViT" in line)
+    assert "70.00" in row_f1 and "±" not in row_f1 and "+2.00 (n=1)" in row_f1  # n = 1: a plain value
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "Δ test_top1 vs DeiT-Ti (paired, 95% CI)" in summary and "+8.00 [+3.03, +12.97]" in summary
+    assert all(p.with_suffix(".pdf").stat().st_size > 1000 for p in result.plots)
+
+
+def test_interval_edge_cases():
+    from orchestrator.paired import mean_interval, paired_difference
+
+    assert mean_interval([]).n == 0 and mean_interval([]).text() == "–"
+    same = mean_interval([2.0, 2.0, 2.0])
+    assert (same.low, same.high) == (2.0, 2.0) and same.excludes_zero()
+    only_shared = paired_difference({"0": 5.0, "1": 7.0, "2": 1.0}, {"0": 4.0, "1": 4.0})  # seed 2 has no pair
+    assert only_shared.n == 2 and only_shared.mean == pytest.approx(2.0)

@@ -18,6 +18,7 @@ def test_defaults_are_the_paper_recipe():
     assert (c.opt, c.lr, c.weight_decay, c.warmup_epochs, c.epochs) == ("adamw", 5e-4, 0.05, 5.0, 300)
     assert (c.label_smoothing, c.mixup, c.cutmix, c.reprob) == (0.1, 0.8, 1.0, 0.25)
     assert c.randaugment == "rand-m9-mstd0.5-inc1" and c.repeated_aug == 3
+    assert c.repeated_aug_budget == "deit"  # DeiT's RASampler: an epoch is about len(dataset) samples
     assert c.model_kwargs == {"drop_path_rate": 0.1}
     assert TrialConfig.preset("imagenet") == c
 
@@ -37,11 +38,18 @@ def test_lr_is_scaled_once_and_recorded_not_stored():
     assert TrialConfig(batch_size=256, lr_base_batch=None).resolve().lr == 5e-4
 
 
-def test_epochs_scale_with_fraction():
-    r = TrialConfig(data_fraction=0.1).resolve()
-    assert (r.epochs, r.warmup_epochs) == (3000, pytest.approx(50.0))
-    r = TrialConfig(data_fraction=0.1, scale_epochs_by_fraction=False).resolve()
-    assert (r.epochs, r.warmup_epochs) == (300, 5.0)
+def test_architecture_knobs_are_checked():
+    assert TrialConfig(model="deit_tiny", model_kwargs={"depth": 6, "num_heads": 4, "embed_dim": 128,
+                                                        "mlp_ratio": 2.0}).model_kwargs["depth"] == 6
+    assert "GPSA layers but the model has depth 4" in issues(
+        {"model_kwargs": {"depth": 4, "local_up_to_layer": 6}})["model_kwargs.local_up_to_layer"]
+    assert "perfect square" in issues({"model": "convit_tiny", "model_kwargs": {"num_heads": 3}})[
+        "model_kwargs.num_heads"]
+    assert TrialConfig(model_kwargs={"num_heads": 3, "use_local_init": False}).model_kwargs["num_heads"] == 3
+    assert "multiple of num_heads" in issues({"model": "deit_tiny", "model_kwargs": {"embed_dim": 100,
+                                                                                     "num_heads": 3}})[
+        "model_kwargs.embed_dim"]
+    assert TrialConfig(model_kwargs={"depth": 3}).model_kwargs == {"depth": 3}  # 2 GPSA + 1 MHSA by default
 
 
 def test_amp_auto():

@@ -32,8 +32,12 @@ MUTABLE_KEYS = ("lr", "weight_decay", "label_smoothing", "mixup", "cutmix", "mix
 
 # ------------------------------------------------------------------------------------------------ validation
 def check_metric(name: str) -> str:
+    """A scheduler ranks trials by the validation split (carved from the training data), never the test split."""
     if name in SCHEDULER_METRICS:
         return name
+    if name.startswith(("test_", "ema_test_", "test/")):
+        raise ValueError(f"'{name}' is measured on the test split, which no in-training decision may use (it would "
+                         "select on the test set); rank by the validation split instead, e.g. 'val_top1'")
     close = difflib.get_close_matches(name.replace("/", "_"), SCHEDULER_METRICS, n=1, cutoff=0.5)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     raise ValueError(f"'{name}' is not a per-epoch metric of the engine{hint}; choose from "
