@@ -174,7 +174,8 @@ def _print_dry_run(spec: Any, trials: list[Any], ctx: Any, plans: dict[str, Any]
     table.add_column("state")
     for i, trial in enumerate(trials):
         plan = plans.get(trial.id)
-        budget = [str(plan.train_size), f"{plan.epochs_exact:.3g}", str(plan.total_steps), f"{plan.images:,}",
+        epochs = plan.epochs_exact
+        budget = [str(plan.train_size), f"{epochs:.0f}" if epochs >= 100 else f"{epochs:.3g}", str(plan.total_steps), f"{plan.images:,}",
                   str(plan.warmup_steps)] if plan else [""] * len(budget_columns) if plans else []
         table.add_row(str(i), trial.id, *(_fmt(trial.axes.get(k)) for k in axes), *budget,
                       "finished" if trial.id in done else "to run")

@@ -33,7 +33,7 @@ PREFERRED = ("top1", "top5", "loss", "img_per_s", "img/s", "throughput", "epochs
 SKIP_FINAL = ("tracking_overhead", "init/", "optimizer_steps", "images_seen", "train_subset_size", "epoch",
               "peak_mem", "lr")
 LAYER_RE = re.compile(r"^(gating|nonlocality)/l(\d+)$")
-CONTRAST_AXIS = "model"
+CONTRAST_AXES = ("model", "variant")  # the axis whose values are compared pairwise, the first one swept
 MODEL_NAMES = {"convit": "ConViT", "deit": "DeiT"}
 SIZE_NAMES = {"tiny": "Ti", "small": "S", "base": "B", "tiny_plus": "Ti+", "small_plus": "S+", "base_plus": "B+"}
 
@@ -98,11 +98,16 @@ def _headline(results: list[TrialResult]) -> str | None:
     return next((k for k in TOP1_KEYS if any(k in r.final for r in results)), None)
 
 
+def _contrast_axis(axes: list[str]) -> str | None:
+    return next((a for a in CONTRAST_AXES if a in axes), None)
+
+
 def _reference(results: list[TrialResult], axes: list[str]) -> str | None:
-    """The contrast axis's reference value: a DeiT model when there is one, else the first value."""
-    if CONTRAST_AXIS not in axes:
+    """The contrast axis's reference value: a DeiT model (or variant) when there is one, else the first value."""
+    axis = _contrast_axis(axes)
+    if axis is None:
         return None
-    values = sorted({r.axes[CONTRAST_AXIS] for r in results})
+    values = sorted({r.axes[axis] for r in results})
     if len(values) < 2:
         return None
     return next((v for v in values if v.startswith("deit")), values[0])
@@ -110,16 +115,17 @@ def _reference(results: list[TrialResult], axes: list[str]) -> str | None:
 
 def _paired(results: list[TrialResult], group_axes: list[str], reference: str, metric: str) -> list[dict[str, Any]]:
     """Per group of the other axes and per non-reference model: the paired difference over seeds."""
-    others = [a for a in group_axes if a != CONTRAST_AXIS]
+    axis = _contrast_axis(group_axes)
+    others = [a for a in group_axes if a != axis]
     rows = []
     for key, members in _group(results, others).items():
         by_model: dict[str, dict[str, float]] = {}
         for r in members:
             if metric in r.final:
-                by_model.setdefault(r.axes[CONTRAST_AXIS], {})[r.axes.get(SEED_KEY, r.trial_id)] = r.final[metric]
+                by_model.setdefault(r.axes[axis], {})[r.axes.get(SEED_KEY, r.trial_id)] = r.final[metric]
         for model in sorted(by_model):
             if model != reference and reference in by_model:
-                rows.append({**dict(zip(others, key)), CONTRAST_AXIS: model,
+                rows.append({**dict(zip(others, key)), axis: model, "candidate": model,
                              "gap": paired_difference(by_model[model], by_model[reference])})
     return rows
 
@@ -197,12 +203,12 @@ def _gap_header(result: CompareResult) -> str | None:
 
 
 def _cells(row: dict[str, Any], group_axes: list[str], result: CompareResult) -> list[str]:
-    cells = [display_name(row[a]) if a == CONTRAST_AXIS else str(row[a]) for a in group_axes]
+    cells = [display_name(row[a]) if a in CONTRAST_AXES else str(row[a]) for a in group_axes]
     cells += [str(row["n"]), *(_pm(*row[m], n=row["n"]) for m in result.metrics)]
     if result.paired:
         gap = row.get("gap")
         cells.append(gap.text() + (f" (n={gap.n})" if gap.n > 1 else "") if gap else "reference"
-                     if row.get(CONTRAST_AXIS) == result.reference else "–")
+                     if row.get(_contrast_axis(group_axes) or "") == result.reference else "–")
     return cells
 
 
@@ -274,7 +280,7 @@ def _plots(tracker: Tracker, results: list[TrialResult], axes: list[str], group_
 
 
 def _label(values: tuple[str, ...], keys: list[str]) -> str:
-    parts = [display_name(v) if k == CONTRAST_AXIS else f"{k.split('.')[-1]}={_short(v)}" for k, v in zip(keys, values)]
+    parts = [display_name(v) if k in CONTRAST_AXES else f"{k.split('.')[-1]}={_short(v)}" for k, v in zip(keys, values)]
     return ", ".join(parts) or "all trials"
 
 
@@ -342,8 +348,8 @@ def _plot_fraction(results: list[TrialResult], fraction_axis: str, line_axes: li
     ax.legend(fontsize=8)
     if paired:
         gap_ax = axs[1][0]
-        for model in sorted({p[CONTRAST_AXIS] for p in paired}):
-            pts = sorted(((float(p[fraction_axis]), p["gap"]) for p in paired if p[CONTRAST_AXIS] == model),
+        for model in sorted({p["candidate"] for p in paired}):
+            pts = sorted(((float(p[fraction_axis]), p["gap"]) for p in paired if p["candidate"] == model),
                          key=lambda t: t[0])
             xs, gaps = [x for x, _ in pts], [g for _, g in pts]
             err = [[g.mean - g.low if g.n > 1 else 0.0 for g in gaps], [g.high - g.mean if g.n > 1 else 0.0 for g in gaps]]

@@ -20,8 +20,8 @@ from pydantic import BaseModel, ValidationError
 
 from convit.config import set_exclusive
 from orchestrator.errors import SpecError, SpecIssue
-from orchestrator.spec import (COMMAND_LINE, SEED_KEY, DocPath, Provenance, SweepSpec, base_leaves, display_key,
-                               parse_spec_partial, read_spec_text, trial_config_class)
+from orchestrator.spec import (COMMAND_LINE, SEED_KEY, VARIANT_KEY, DocPath, Provenance, SweepSpec, base_leaves, display_key,
+                               parse_spec_partial, read_spec_text, trial_config_class, variant_leaves)
 
 ID_LENGTH = 12
 
@@ -60,11 +60,16 @@ def trial_id(config: BaseModel) -> str:
 class _Point:
     axes: dict[str, Any]
     paths: dict[str, DocPath]
+    settings: dict[str, Any] = field(default_factory=dict)  # trial keys a named variant sets (not axes)
 
 
 def _combinations(spec: SweepSpec) -> Iterator[_Point]:
     dims: list[list[_Point]] = []
+    if spec.variants:
+        dims.append([_variant_point(spec, name) for name in spec.variant_names()])
     for key, values in spec.grid.items():
+        if key == VARIANT_KEY and spec.variants:
+            continue  # a selection of variants, expanded above
         dims.append([_Point({key: v}, {key: ("grid", key, i)}) for i, v in enumerate(values)])
     for g, group in enumerate(spec.zip):
         n = min((len(v) for v in group.values()), default=0)
@@ -80,7 +85,14 @@ def _combinations(spec: SweepSpec) -> Iterator[_Point]:
         for part in combo:
             point.axes.update(part.axes)
             point.paths.update(part.paths)
+            point.settings.update(part.settings)
         yield point
+
+
+def _variant_point(spec: SweepSpec, name: str) -> _Point:
+    leaves = variant_leaves(spec, name) if isinstance(spec.variants.get(name), dict) else []
+    return _Point({VARIANT_KEY: name}, {VARIANT_KEY: ("variants", name), **{k: p for k, _, p in leaves}},
+                  {k: v for k, v, _ in leaves})
 
 
 def _random_points(spec: SweepSpec) -> Iterator[_Point]:
@@ -187,8 +199,9 @@ def expand(spec: SweepSpec, *, whole_sweep_checks: bool = True) -> list[Trial]:
         if _excluded(point.axes, spec.exclude):
             continue
         raw = copy.deepcopy(base)
-        set_exclusive(raw, {k: v for k, v in point.axes.items() if "." not in k})
-        for key, value in point.axes.items():
+        keys = {k: v for k, v in point.axes.items() if k != VARIANT_KEY} | point.settings
+        set_exclusive(raw, {k: v for k, v in keys.items() if "." not in k})
+        for key, value in keys.items():
             set_path(raw, key, value)
         name = trial_name(point.axes) or spec.name
         try:
@@ -238,7 +251,10 @@ def _validation_issues(exc: ValueError, prov: Provenance, point: _Point, name: s
     local = Provenance(prov.marks, {**prov.paths, **point.paths})
     for key, message in _problems(exc):
         loc, source = local.locate(key)
-        if source in point.axes:  # the same message for every trial that takes this axis value
+        if source in point.settings:  # set by a named variant
+            issues.append(SpecIssue(loc.file, loc.line, display_key(point.paths[source]),
+                                    message if key == source else f"{key}: {message}"))
+        elif source in point.axes:  # the same message for every trial that takes this axis value
             path = point.paths[source]
             shown = display_key(path if path[0] == "random" else path[:-1])
             issues.append(SpecIssue(loc.file, loc.line, shown, message if key == source else f"{key}: {message}"))
@@ -266,6 +282,8 @@ def _duplicate_issues(spec: SweepSpec, trials: list[Trial]) -> list[SpecIssue]:
 
 
 def _axis_path(spec: SweepSpec, key: str) -> DocPath:
+    if key == VARIANT_KEY and spec.variants and key not in spec.grid:
+        return ("variants",)
     if key in spec.grid:
         return ("grid", key)
     for g, group in enumerate(spec.zip):

@@ -29,9 +29,10 @@ from orchestrator.errors import SpecError, SpecIssue
 from orchestrator.sections import LocalSection, RaySection, Section, SlurmSection, TrackingSection
 
 COMMAND_LINE = "<command line>"
-SECTIONS = ("name", "description", "base", "grid", "zip", "seeds", "random", "exclude", "tracking", "local", "ray",
-            "slurm")
+SECTIONS = ("name", "description", "base", "variants", "grid", "zip", "seeds", "random", "exclude", "tracking",
+            "local", "ray", "slurm")
 SEED_KEY = "seed"
+VARIANT_KEY = "variant"  # the axis of the named configurations of a ``variants:`` section
 DocPath = tuple[str | int, ...]
 
 
@@ -186,6 +187,7 @@ class SweepSpec(Section):
     name: str = Field(pattern=_NAME_PATTERN, max_length=100)
     description: str = ""
     base: dict[str, Any] = Field(default_factory=dict)
+    variants: dict[str, dict[str, Any]] = Field(default_factory=dict)
     grid: dict[str, list[Any]] = Field(default_factory=dict)
     zip: list[dict[str, list[Any]]] = Field(default_factory=list)
     seeds: list[int] | None = None
@@ -230,9 +232,15 @@ class SweepSpec(Section):
     def preset(self) -> str | None:
         return self.base.get("preset")
 
+    def variant_names(self) -> list[str]:
+        """The variants this sweep runs: all of ``variants`` in file order, or those ``grid.variant`` selects."""
+        return list(self.grid.get(VARIANT_KEY) or self.variants) if self.variants else []
+
     def axis_keys(self) -> list[str]:
-        """Every swept trial key, in the order written: grid, zip, random, then ``seed``."""
-        keys = list(self.grid)
+        """Every swept key, in the order written: ``variant`` (when named variants exist), grid, zip, random,
+        then ``seed``."""
+        keys = [VARIANT_KEY] if self.variants and VARIANT_KEY not in self.grid else []
+        keys += list(self.grid)
         for group in self.zip:
             keys += list(group)
         if self.random:
@@ -317,9 +325,10 @@ def check_trial_key(key: str) -> str | None:
 
 def _suggest(key: str, parts: list[str], i: int, fields: dict[str, Any]) -> str:
     prefix = ".".join(parts[:i])
-    local = difflib.get_close_matches(parts[i], list(fields), n=1, cutoff=0.6)
-    if local:
-        return f" (did you mean '{'.'.join([*parts[:i], local[0], *parts[i + 1:]])}'?)"
+    local = difflib.get_close_matches(parts[i], list(fields), n=2, cutoff=0.6)
+    if local:  # two when both are close ('fraction': data_fraction or val_fraction)
+        named = [f"'{'.'.join([*parts[:i], k, *parts[i + 1:]])}'" for k in local]
+        return f" (did you mean {' or '.join(named)}?)"
     everything = known_trial_keys()
     same_leaf = [k for k in everything if k.split(".")[-1] == parts[-1] and k != key]
     close = same_leaf or difflib.get_close_matches(key, everything, n=1, cutoff=0.6)
@@ -527,6 +536,7 @@ def _semantic_issues(spec: SweepSpec, marks: Marks) -> list[SpecIssue]:
     issues: list[SpecIssue] = []
     issues += _base_key_issues(spec, marks)
     issues += _axis_issues(spec, marks)
+    issues += _variant_issues(spec, marks)
     issues += _exclude_issues(spec, marks)
     return issues
 
@@ -606,6 +616,10 @@ def _axis_issues(spec: SweepSpec, marks: Marks) -> list[SpecIssue]:
     if spec.seeds is not None:
         declared.append((SEED_KEY, ("seeds",)))
     for key, path in declared:
+        if key == VARIANT_KEY and path == ("grid", VARIANT_KEY):
+            issues += _variant_selection_issues(spec, marks)
+            seen.setdefault(key, path)
+            continue
         message = check_trial_key(key) if key != SEED_KEY or path != ("seeds",) else check_trial_key(SEED_KEY)
         if message:
             issues.append(marks.issue(path, message))
@@ -631,6 +645,46 @@ def _axis_issues(spec: SweepSpec, marks: Marks) -> list[SpecIssue]:
         issues += _duplicate_values(spec.seeds, ("seeds",), marks)
     if spec.random is not None and not spec.random.axes:
         issues.append(marks.issue(("random", "axes"), "no random axes declared"))
+    return issues
+
+
+def _variant_selection_issues(spec: SweepSpec, marks: Marks) -> list[SpecIssue]:
+    """``grid.variant`` selects named variants: each must exist in the ``variants`` section."""
+    if not spec.variants:
+        return [marks.issue(("grid", VARIANT_KEY), "'variant' selects named configurations, but the file has no "
+                                                    "'variants' section")]
+    issues = []
+    for i, name in enumerate(spec.grid[VARIANT_KEY]):
+        if name not in spec.variants:
+            close = difflib.get_close_matches(str(name), list(spec.variants), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            issues.append(marks.issue(("grid", VARIANT_KEY, i), f"no variant named '{name}'{hint}; variants: "
+                                                                f"{', '.join(spec.variants)}", key="grid.variant"))
+    return issues
+
+
+def variant_leaves(spec: SweepSpec, name: str) -> list[tuple[str, Any, DocPath]]:
+    """A variant's settings as (dotted trial key, value, document path), nested mappings flattened."""
+    return [(key, value, ("variants", name, *path[1:])) for key, value, path in base_leaves(spec.variants[name])]
+
+
+def _variant_issues(spec: SweepSpec, marks: Marks) -> list[SpecIssue]:
+    import re
+
+    issues = []
+    for name, settings in spec.variants.items():
+        if not re.match(_NAME_PATTERN, name):
+            issues.append(marks.issue(("variants", name), f"variant name '{name}' must be letters, digits, '_', "
+                                                          "'.' or '-'"))
+        if not isinstance(settings, dict):
+            continue
+        for key, _, path in variant_leaves(spec, name):
+            message = check_trial_key(key) if key != "preset" else "a variant cannot change the preset"
+            if message:
+                issues.append(marks.issue(path, message, key=f"variants.{name}.{key}"))
+            elif key in spec.axis_keys():
+                issues.append(marks.issue(path, f"'{key}' is also a sweep axis; set it in one place",
+                                          key=f"variants.{name}.{key}"))
     return issues
 
 

@@ -102,9 +102,10 @@ def test_imagefolder_first_classes(tmp_path):
                                  "num_classes": 2, "batch_size": 4})
     check_data(cfg)
     data = build_data(cfg)
-    assert data.num_classes == 2 and len(data.subset) == 8 and len(data.val) == 4
+    # 4 training images per class: 1 held out for validation (never all), 3 left to train on
+    assert data.num_classes == 2 and len(data.subset) == 6 and len(data.val) == 2 and len(data.test) == 4
     assert data.train.source.classes == ["a", "b"]
-    assert data.val[0][0].shape == (3, 32, 32)
+    assert data.val[0][0].shape == (3, 32, 32) and data.test[0][0].shape == (3, 32, 32)
 
 
 @pytest.mark.skipif(not (CIFAR / "test.npz").is_file(), reason="CIFAR-10 npz not available")
@@ -113,7 +114,39 @@ def test_cifar10_fraction_from_real_data():
                                  "num_classes": 5})
     check_data(cfg)
     data = build_data(cfg)
-    assert data.subset_record["per_class"] == {str(c): 250 for c in range(5)}
-    assert len(data.val) == 5000  # validation never subsampled (only the class limit applies)
+    # 10 % of each class held out (500), then 5 % of the remaining 4,500 per class
+    assert data.subset_record["per_class"] == {str(c): 225 for c in range(5)}
+    assert data.subset_record["val"]["per_class"] == {str(c): 500 for c in range(5)}
+    assert len(data.val) == 2500 and len(data.test) == 5000  # the test split is never subsampled
     x, y = data.train[(int(data.subset[0]), 0)]
     assert x.shape == (3, 32, 32) and 0 <= y < 5
+
+
+def test_validation_split_is_stratified_seeded_and_disjoint_from_every_subset():
+    from convit.data import validation_split
+
+    labels = np.repeat(np.arange(4), [50, 30, 20, 7])
+    pool, val = validation_split(labels, 0.1, seed=3)
+    assert set(pool).isdisjoint(val) and len(pool) + len(val) == len(labels)
+    assert np.bincount(labels[val]).tolist() == [5, 3, 2, 1]  # round(0.1 n_c), at least one per class
+    again, val_again = validation_split(labels, 0.1, seed=3)
+    assert np.array_equal(val, val_again) and not np.array_equal(val, validation_split(labels, 0.1, seed=4)[1])
+    for f in (0.1, 0.5, 1.0):  # every data fraction is drawn from the pool only
+        assert set(pool[nested_subset(labels[pool], f, 3)]).isdisjoint(val)
+    with pytest.raises(DataError, match="at least two per class"):
+        validation_split(np.array([0, 0, 1]), 0.1, seed=0)
+
+
+@pytest.mark.skipif(not (CIFAR / "test.npz").is_file(), reason="CIFAR-10 npz not available")
+def test_cifar10_validation_split_is_held_out_of_training_and_is_not_the_test_split():
+    from convit.data import _subset_indices, sources
+
+    cfg = TrialConfig.from_dict({"preset": "cifar", "data_root": str(CIFAR), "data_fraction": 1.0, "seed": 1})
+    labels = sources.cifar10_train_labels(CIFAR)
+    subset, val = _subset_indices(labels, cfg)
+    assert len(val) == 5000 and len(subset) == 45_000 and set(subset).isdisjoint(val)
+    data = build_data(cfg)
+    assert len(data.val) == 5000 and len(data.test) == 10_000
+    train, test = sources._load_cifar10(str(CIFAR.resolve()))
+    assert data.val.source.images.base is not test.images  # carved from the training arrays
+    assert np.array_equal(data.val.source.images[0], train.images[val[0]])

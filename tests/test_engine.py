@@ -48,9 +48,11 @@ def test_smoke_trial_writes_its_outputs(tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["config_hash"] == cfg.config_hash() and config["config"] == cfg.to_dict()
     assert config["resolved"]["lr"] == pytest.approx(1e-3)
-    assert config["subset"]["size"] == 32 and config["subset"]["per_class"] == {str(c): 8 for c in range(4)}
+    # 64 synthetic images: 2 per class held out for validation, half of the remaining 14 per class trained on
+    assert config["subset"]["size"] == 28 and config["subset"]["per_class"] == {str(c): 7 for c in range(4)}
     assert json.loads((out / "final.json").read_text())["metrics"] == final
-    assert final["val_top1"] == rows[2]["val_top1"] and final["train_images"] == 32
+    assert final["val_top1"] == rows[2]["val_top1"] and final["train_subset_size"] == 28
+    assert final["test_top1"] == rows[2]["test_top1"] and "test_top1" not in rows[1]  # the test split: once, at the end
     assert len(list_checkpoints(out / "checkpoints")) == 2  # the two latest are kept
 
 

@@ -7,7 +7,7 @@ from orchestrator import cli
 
 SWEEP = """
 name: preflight
-base: {{preset: cifar, epochs: 1, data_root: {root}}}
+base: {{preset: cifar, epochs: 1, warmup_epochs: 0, analysis_every: 1, data_root: {root}}}
 grid:
   model: [convit_tiny, deit_tiny]
   data_fraction: [0.01, 1.0]
@@ -41,7 +41,8 @@ def test_batch_larger_than_a_subset_names_the_trials(tmp_path: Path, capsys):
                      "batch_size=64"])
     err = " ".join(capsys.readouterr().err.split())
     assert code == 2
-    assert "batch_size=64 is larger than the training subset (10 images at data_fraction=0.01)" in err
+    assert "<command line>: batch_size: batch_size=64 is larger than the training subset (10 images at " \
+           "data_fraction=0.01, after holding out val_fraction=0.1)" in err
     assert "model=convit_tiny" in err and "model=deit_tiny" in err  # every affected trial, both models
     assert "data_fraction=1.0" not in err.split("trials:")[1]  # the full-data trials are fine
     assert not work.exists()

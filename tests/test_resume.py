@@ -83,7 +83,7 @@ class StopAfter:
 
 def test_reference_differs_across_seeds(reference, tmp_path):
     # Guards the other tests: identical outcomes must not come from training that ignores its inputs.
-    run_trial(cfg(seed=1, epochs=1), tmp_path / "s1")
+    run_trial(cfg(seed=1, epochs=1, analysis_every=1), tmp_path / "s1")
     w_ref, _ = outcome(reference)
     w_other, _ = outcome(tmp_path / "s1")
     assert not torch.equal(w_ref["model"]["head.weight"], w_other["model"]["head.weight"])
@@ -163,14 +163,14 @@ def test_metrics_beyond_the_checkpoint_are_not_duplicated(reference, tmp_path):
 
 def test_resume_with_other_config_is_refused(tmp_path):
     out = tmp_path / "t"
-    run_trial(cfg(epochs=1), out)
+    run_trial(cfg(epochs=1, analysis_every=1), out)
     before = sorted(p.name for p in out.rglob("*"))
     with pytest.raises(ConfigMismatch, match="config hash"):
-        run_trial(cfg(epochs=1, lr=2e-3), out)
+        run_trial(cfg(epochs=1, analysis_every=1, lr=2e-3), out)
     assert sorted(p.name for p in out.rglob("*")) == before
 
 
 def test_loader_workers_do_not_change_results(tmp_path):
-    run_trial(cfg(epochs=1, num_workers=0), tmp_path / "w0")
-    run_trial(cfg(epochs=1, num_workers=2), tmp_path / "w2")
+    run_trial(cfg(epochs=1, analysis_every=1, num_workers=0), tmp_path / "w0")
+    run_trial(cfg(epochs=1, analysis_every=1, num_workers=2), tmp_path / "w2")
     assert_identical(tmp_path / "w0", tmp_path / "w2")

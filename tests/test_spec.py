@@ -9,7 +9,7 @@ import pytest
 
 from orchestrator.errors import SpecError
 from orchestrator.expand import expand, load_sweep
-from orchestrator.spec import parse_spec
+from orchestrator.spec import parse_spec, parse_spec_partial
 
 BAD = Path(__file__).parent / "bad_sweeps"
 EXPECT = re.compile(r"^# expect: (\d+): ([^:]*): (.+)$")
@@ -170,27 +170,95 @@ def test_backend_sections_are_typed():
 SHIPPED = Path(__file__).resolve().parents[1] / "sweeps"
 
 
-@pytest.mark.parametrize("name, count, overrides, small", [
-    ("quickstart", 4, [], 4),
-    ("data_fraction", 30, ["grid.data_fraction=[0.1,0.3,1.0]", "epochs=2", "model_kwargs.patch_size=8",
+SHIPPED_SIZES = {
+    "quickstart": (2, ["grid.model=[deit_tiny]"], 1),
+    "sample_efficiency_cpu": (18, ["grid.data_fraction=[0.005]", "seeds=[0]"], 2),
+    "data_fraction": (30, ["grid.data_fraction=[0.1,0.3,1.0]", "train_images=50000", "model_kwargs.patch_size=8",
                            "randaugment=null", "mixup=0", "cutmix=0", "reprob=0", "num_workers=0"], 18),
-    ("gating_init", 91, ["grid.model_kwargs.locality_strength=[0.1,1.0]", "grid.model_kwargs.gating_init=[1.0]",
-                         "grid.model_kwargs.local_up_to_layer=[0,3]", "epochs=2", "data_fraction=0.05"], 5),
-    ("imagenet_paper", 6, ["grid.model=[convit_tiny,deit_tiny]", "dataset=cifar10", "data_root=null",
+    "data_fraction_gpu": (20, ["seeds=[0]"], 10),
+    "gating_init": (21, ["grid.variant=[convit,deit]", "train_images=12800", "seeds=[0]"], 2),
+    "locality_layers": (20, ["grid.model_kwargs.locality_strength=[0.1,1.0]",
+                             "grid.model_kwargs.local_up_to_layer=[0,3]", "seeds=[0]"], 3),
+    "imagenet_paper": (6, ["grid.model=[convit_tiny,deit_tiny]", "dataset=cifar10", "data_root=null",
                            "batch_size=64", "epochs=1", "amp=fp32", "model_kwargs.img_size=32",
                            "model_kwargs.patch_size=8", "crop_scale=[0.35,1.0]", "crop_pct=1.0", "repeated_aug=1"], 2),
-])
-def test_shipped_sweeps_expand_and_shrink(name: str, count: int, overrides: list[str], small: int):
+}
+
+
+def test_every_shipped_sweep_is_checked():
+    assert {p.stem for p in SHIPPED.glob("*.yaml")} == set(SHIPPED_SIZES)
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED_SIZES))
+def test_shipped_sweeps_expand_and_shrink(name: str):
+    count, overrides, small = SHIPPED_SIZES[name]
     spec, trials = load_sweep(SHIPPED / f"{name}.yaml")
     assert spec.name == name and len(trials) == count
     _, shrunk = load_sweep(SHIPPED / f"{name}.yaml", overrides)
     assert len(shrunk) == small
 
 
-def test_data_fraction_scales_epochs_and_gating_excludes_meaningless_combos():
+def test_data_fraction_budget_is_constant_and_ablations_are_table_3():
     _, trials = load_sweep(SHIPPED / "data_fraction.yaml")
-    by_f = {t.axes["data_fraction"]: t.config.resolve().epochs for t in trials}
-    assert by_f[1.0] * 20 == by_f[0.05]
-    _, trials = load_sweep(SHIPPED / "gating_init.yaml")
+    assert {t.config.train_images for t in trials} == {4_500_000} and {t.config.epochs for t in trials} == {None}
+    _, trials = load_sweep(SHIPPED / "locality_layers.yaml")
     no_gpsa = [t for t in trials if t.axes["model_kwargs.local_up_to_layer"] == 0]
-    assert len(no_gpsa) == 1 and no_gpsa[0].config.model_kwargs["freeze_gating"] is False
+    assert len(no_gpsa) == 2 and {t.axes["seed"] for t in no_gpsa} == {0, 1}  # one alpha, two seeds
+    _, trials = load_sweep(SHIPPED / "gating_init.yaml")
+    rows = {t.axes["variant"]: t.config for t in trials if t.axes["seed"] == 0}
+    kw = {name: (c.model, c.model_kwargs.get("freeze_gating", False), c.model_kwargs.get("use_local_init", True),
+                 c.model_kwargs.get("freeze_gpsa", False)) for name, c in rows.items()}
+    assert kw == {  # (model, gating frozen, conv init, GPSA frozen): the rows of the paper's Table 3
+        "convit": ("convit_tiny", False, True, False), "gating_frozen": ("convit_tiny", True, True, False),
+        "no_conv_init": ("convit_tiny", False, False, False), "neither": ("convit_tiny", True, False, False),
+        "gpsa_frozen_conv": ("convit_tiny", False, True, True),
+        "gpsa_frozen_random": ("convit_tiny", False, False, True), "deit": ("deit_tiny", False, True, False)}
+    assert len({c.config_hash() for c in rows.values()}) == 7
+
+
+VARIANTS = """\
+name: v
+base: {preset: smoke}
+variants:
+  a: {}
+  b: {model_kwargs.freeze_gating: true}
+  c: {model: deit_tiny, model_kwargs: {depth: 3}}
+seeds: [0, 1]
+"""
+
+
+def test_named_variants_are_an_axis_and_can_be_selected():
+    spec = parse_spec(VARIANTS, "v.yaml")
+    trials = expand(spec)
+    assert spec.axis_keys() == ["variant", "seed"] and len(trials) == 6
+    assert trials[0].name == "variant=a,seed=0" and trials[0].axes == {"variant": "a", "seed": 0}
+    c = next(t for t in trials if t.axes["variant"] == "c")
+    assert c.config.model == "deit_tiny" and c.config.model_kwargs["depth"] == 3
+    picked = expand(parse_spec(VARIANTS, "v.yaml", ["grid.variant=[c,a]"]))
+    assert [t.axes["variant"] for t in picked] == ["c", "c", "a", "a"]
+    assert expand(parse_spec(VARIANTS + "exclude: [{variant: b}]\n", "v.yaml"))[2].axes["variant"] == "c"
+
+
+@pytest.mark.parametrize("extra, expected", [
+    ("  d: {model_kwargs.freez_gating: true}\n", "v.yaml:7: variants.d.model_kwargs.freez_gating: unknown model argument (did you mean 'freeze_gating'?)"),
+    ("  d: {model_kwargs.gating_init: .nan}\n", "v.yaml:7: variants.d.model_kwargs.gating_init:"),
+    ("  d: {model: deit_tiny, model_kwargs.freeze_gating: true}\n", "v.yaml:7: variants.d.model_kwargs.freeze_gating: "
+                                                                   "applies to ConViT models only"),
+])
+def test_bad_variants_are_located(extra, expected):
+    text = VARIANTS.replace("seeds: [0, 1]\n", "") + extra
+    with pytest.raises(SpecError) as exc:
+        load_sweep_text(text)
+    assert any(str(i).startswith(expected) for i in exc.value.issues), [str(i) for i in exc.value.issues]
+
+
+def test_unknown_variant_selection_suggests():
+    with pytest.raises(SpecError, match=r"no variant named 'bb' \(did you mean 'b'\?\)"):
+        load_sweep_text(VARIANTS, ["grid.variant=[a,bb]"])
+
+
+def load_sweep_text(text: str, overrides=()):
+    spec, issues = parse_spec_partial(text, "v.yaml", overrides)
+    if issues:
+        raise SpecError(issues)
+    return expand(spec)
