@@ -20,9 +20,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 ## demo: the quickstart sweep on the local backend with the embedded MLflow store, then the comparison.
+## A SMOKE TEST of the whole path (one seed, 400 steps), not a result: see README "Results".
 demo: setup
+	@echo "== SMOKE TEST (sweeps/quickstart.yaml): 2 trials, 1 seed, 400 steps each, about 4 min on 2 cores =="
 	$(BIN)/convit-sweep submit sweeps/quickstart.yaml
 	$(BIN)/convit-sweep compare quickstart
+	@echo "== SMOKE TEST done: one seed is not evidence either way; sweeps/sample_efficiency_cpu.yaml tests the claim =="
 	@echo "Browse every run in MLflow: $(BIN)/convit-sweep server   (a real mlflow server on 127.0.0.1)"
 
 ## test: the whole suite (SLURM tests run when slurm/start.sh has started the local cluster, else they skip).

@@ -64,6 +64,7 @@ class CompareResult:
     headline: str | None = None
     reference: str | None = None  # the contrast axis's reference value (e.g. deit_tiny)
     paired: list[dict[str, Any]] = field(default_factory=list)  # other axes + candidate + Interval
+    attention: list[dict[str, Any]] = field(default_factory=list)  # axes + {kind: (initial, final)} means
     plots: list[Path] = field(default_factory=list)
     out_dir: Path | None = None
 
@@ -180,7 +181,9 @@ def compare(sweep: str, *, tracking_uri: str, experiment: str, out_dir: Path,
             row[m] = _mean_std([r.final.get(m, math.nan) for r in members])
         row["gap"] = gaps.get(_pair_key(row, group_axes))
         result.groups.append(row)
+    result.attention = _attention(finished, group_axes)
     _print_table(console, sweep, group_axes, result, len(results) - len(finished))
+    _print_attention(console, group_axes, result.attention)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_summary(out_dir, group_axes, result)
     result.plots = _plots(tracker, finished, axes, group_axes, out_dir, result)
@@ -231,6 +234,39 @@ def _print_table(console: Console, sweep: str, group_axes: list[str], result: Co
                       "and Student-t 95% confidence interval over the pairs.", highlight=False)
     if unfinished:
         console.print(f"[yellow]{unfinished} trial(s) not finished are left out[/]")
+
+
+ATTENTION_KINDS = (("gating", "σ(λ), GPSA layers"), ("nonlocality", "nonlocality, all layers (patches)"))
+
+
+def _attention(results: list[TrialResult], group_axes: list[str]) -> list[dict[str, Any]]:
+    """Per group: the mean over layers (and seeds) of σ(λ) and of nonlocality at initialisation and at the end,
+    so that a value that never moved is not read as learnt."""
+    rows = []
+    for key, members in _group(results, group_axes).items():
+        row: dict[str, Any] = dict(zip(group_axes, key))
+        for kind, _ in ATTENTION_KINDS:
+            pairs = [(r.final[f"init/{k}"], r.latest[k]) for r in members for k in r.latest
+                     if LAYER_RE.match(k) and k.startswith(kind + "/") and f"init/{k}" in r.final]
+            if pairs:
+                row[kind] = (statistics.fmean(p[0] for p in pairs), statistics.fmean(p[1] for p in pairs))
+        if any(kind in row for kind, _ in ATTENTION_KINDS):
+            rows.append(row)
+    return rows
+
+
+def _print_attention(console: Console, group_axes: list[str], rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    table = Table(title="attention: mean over layers, at initialisation → after training")
+    for a in group_axes:
+        table.add_column(a)
+    for _, title in ATTENTION_KINDS:
+        table.add_column(title, justify="right")
+    for row in rows:
+        table.add_row(*(display_name(row[a]) if a in CONTRAST_AXES else str(row[a]) for a in group_axes),
+                      *(f"{row[k][0]:.3f} → {row[k][1]:.3f}" if k in row else "–" for k, _ in ATTENTION_KINDS))
+    console.print(table)
 
 
 def _pm(mean: float, std: float, n: int = 2) -> str:

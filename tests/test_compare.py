@@ -113,6 +113,10 @@ def test_paired_gap_matches_a_hand_computed_interval(tmp_path: Path):
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "Δ test_top1 vs DeiT-Ti (paired, 95% CI)" in summary and "+8.00 [+3.03, +12.97]" in summary
     assert all(p.with_suffix(".pdf").stat().st_size > 1000 for p in result.plots)
+    # the attention summary reads learnt values against their initial ones
+    convit = next(a for a in result.attention if a["model"] == "convit_tiny")
+    assert convit["gating"] == pytest.approx((0.73, 0.7)) and convit["nonlocality"] == pytest.approx((1.95, 1.75))
+    assert "0.730 → 0.700" in text
 
 
 def test_interval_edge_cases():

@@ -40,6 +40,24 @@ def test_scheduler_metric_must_be_an_engine_metric():
     assert issue.startswith("7:ray.scheduler.metric") and "did you mean 'val_top1'" in issue
 
 
+def test_schedulers_never_rank_by_the_test_split():
+    (issue,) = spec_errors("  scheduler:\n    type: asha\n    metric: test_top1\n")
+    assert issue.startswith("7:ray.scheduler.metric") and "would select on the test set" in issue
+
+
+def test_a_scheduler_needs_validation_during_training(tmp_path: Path):
+    from orchestrator.backends.ray import _check_trials
+    from orchestrator.errors import OrchestratorError
+    from orchestrator.expand import load_sweep
+
+    path = tmp_path / "asha.yaml"
+    path.write_text("name: a\nbase: {preset: smoke, eval_every: 0}\ngrid: {lr: [0.001, 0.002]}\nray:\n"
+                    "  scheduler: {type: asha, metric: val_top1, mode: max}\n")
+    spec, trials = load_sweep(path)
+    with pytest.raises(OrchestratorError, match="evaluate only at the end"):
+        _check_trials(spec.ray, trials)
+
+
 def test_pbt_mutations_are_checked():
     (issue,) = spec_errors("  scheduler:\n    type: pbt\n    hyperparam_mutations:\n      model: [a, b]\n"
                            "      lr: {distribution: loguniform, low: 0, high: 1}\n")

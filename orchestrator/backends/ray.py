@@ -238,6 +238,12 @@ class _ValueOf:
 def _check_trials(opts: RaySection, trials: list[Any]) -> None:
     """Problems only visible with the trials at hand, reported before Ray starts."""
     section = opts.scheduler
+    if section.type in ("asha", "pbt") and section.metric.startswith(("val_", "best_val_", "ema_val_")):
+        blind = [t.name for t in trials if t.config.eval_every == 0]
+        if blind:
+            raise OrchestratorError(f"ray.scheduler ({section.type}) ranks trials by {section.metric} on the validation "
+                                    f"split after every epoch, but trial(s) {', '.join(blind[:3])} evaluate only at "
+                                    "the end (eval_every: 0); set eval_every: 1 (or a few epochs)")
     if section.type != "pbt":
         return
     from orchestrator.backends.ray_pbt import with_values
