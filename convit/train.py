@@ -47,8 +47,11 @@ def _validate(args: argparse.Namespace) -> TrialConfig:
     from .engine.records import check_same_trial
 
     cfg = load_config(args.config, args.overrides)
-    check_data(cfg)
+    plan = check_data(cfg)
     check_same_trial(args.out, cfg.config_hash())
+    print(f"budget: {plan.total_steps} optimizer steps of {cfg.batch_size} images ({plan.images:,} images seen) = "
+          f"{plan.epochs_exact:.4g} epochs of the {plan.train_size}-image training subset; warm-up "
+          f"{plan.warmup_steps} steps", file=sys.stderr)
     return cfg
 
 

@@ -129,3 +129,15 @@ def test_schedule_that_never_fires_is_refused_at_the_axis_item(tmp_path: Path, c
     assert cli.main(["submit", str(path), "--workdir", str(tmp_path / "runs"), "--dry-run"]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert f"{path}:4: grid.eval_every:" in err and "eval_every=4" in err and "never fires" in err
+
+
+def test_an_epoch_without_an_optimizer_step_is_refused_at_the_batch_size(tmp_path: Path, capsys):
+    """The 'deit' repeated-augmentation budget shows n/r distinct images per epoch: 56 images, r = 3 and a batch of
+    56 pass the batch-vs-subset check but leave 54 samples per epoch, less than one batch."""
+    path = tmp_path / "ra.yaml"
+    path.write_text("name: ra\nbase:\n  preset: smoke\n  repeated_aug: 3\n  repeated_aug_budget: deit\n"
+                    "  batch_size: 56\ngrid:\n  seed: [0]\n")
+    assert cli.main(["submit", str(path), "--workdir", str(tmp_path / "runs")]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{path}:6: base.batch_size:" in err and "no optimizer step" in err
+    assert "Traceback" not in err and not (tmp_path / "runs").exists()
