@@ -369,6 +369,10 @@ class TrialConfig(BaseModel):
                                                       f"{' and '.join(chosen)}); set the others to null"))
             elif not chosen and group is BUDGET_KEYS:
                 issues.append(ConfigIssue("epochs", "no training budget: set one of " + ", ".join(group)))
+        if self.epochs is None and self.warmup_epochs:  # epochs of the subset: their length changes with f
+            issues.append(ConfigIssue("warmup_epochs", f"the budget is in {'images' if self.train_images else 'steps'} "
+                                      "but the warm-up is in epochs of the training subset, whose length changes with "
+                                      "data_fraction: state it as warmup_fraction (of the budget) or warmup_steps"))
         if self.min_lr > self.resolve().lr:
             issues.append(ConfigIssue("min_lr", f"larger than the scaled lr ({self.resolve().lr:g})"))
         if issues:
@@ -500,8 +504,17 @@ def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, A
 
 
 def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Apply ``dotted.key=value`` overrides (values parsed with yaml.safe_load) to a config dict."""
+    """Apply ``dotted.key=value`` overrides (values parsed with yaml.safe_load) to a config dict.
+
+    The overrides are one level: one of them may replace the file's choice in an exclusive group (the budget,
+    the warm-up), two of the same group are an error."""
     out = copy.deepcopy(dict(data))
+    given = [item.partition("=")[0].strip() for item in overrides]
+    for group in EXCLUSIVE_GROUPS:
+        clash = [k for k in given if k in group]
+        if len(set(clash)) > 1:
+            raise ConfigError([ConfigIssue(clash[-1], f"set only one of {', '.join(group)} (the command line gives "
+                                                      f"{' and '.join(dict.fromkeys(clash))})")])
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():

@@ -175,7 +175,7 @@ def _print_dry_run(spec: Any, trials: list[Any], ctx: Any, plans: dict[str, Any]
     for i, trial in enumerate(trials):
         plan = plans.get(trial.id)
         epochs = plan.epochs_exact
-        budget = [str(plan.train_size), f"{epochs:.0f}" if epochs >= 100 else f"{epochs:.3g}", str(plan.total_steps), f"{plan.images:,}",
+        budget = [str(plan.train_size), f"{epochs:.0f}" if epochs == int(epochs) else f"{epochs:.1f}", str(plan.total_steps), f"{plan.images:,}",
                   str(plan.warmup_steps)] if plan else [""] * len(budget_columns) if plans else []
         table.add_row(str(i), trial.id, *(_fmt(trial.axes.get(k)) for k in axes), *budget,
                       "finished" if trial.id in done else "to run")

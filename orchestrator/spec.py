@@ -355,11 +355,17 @@ def _apply_overrides(doc: dict[str, Any], marks: Marks, overrides: Sequence[str]
     """Sweep sections by name (``grid.lr=[...]``, ``local.max_parallel=2``, ``seeds=[0]``); anything else is a
     trial key set on ``base`` for every trial."""
     issues = []
+    given = [text.partition("=")[0].strip().removeprefix("base.") for text in overrides]
     for text in overrides:
         try:
             key, value = parse_override(text)
         except ValueError as exc:
             issues.append(SpecIssue(COMMAND_LINE, None, text, str(exc)))
+            continue
+        clash = [k for k in exclusive_siblings(key.removeprefix("base.")) if k in given]
+        if clash:
+            issues.append(SpecIssue(COMMAND_LINE, None, key, f"also given: {', '.join(clash)}; the budget and the "
+                                                             "warm-up are each stated once"))
             continue
         head, _, rest = key.partition(".")
         if head in ("grid", "random") and rest:
@@ -572,6 +578,23 @@ def _base_key_issues(spec: SweepSpec, marks: Marks) -> list[SpecIssue]:
             section = "seeds" if key == SEED_KEY else f"grid.{key}"
             issues.append(marks.issue(path, f"'{key}' is a sweep axis; override the axis instead ({section}=[...])",
                                       key=key))
+        elif marks.locate(path).file == COMMAND_LINE:
+            issues += _shadowed_override(spec, marks, key, path, axes)
+    return issues
+
+
+def _shadowed_override(spec: SweepSpec, marks: Marks, key: str, path: DocPath, axes: set[str]) -> list[SpecIssue]:
+    """A command-line key that an axis or a variant would silently override (or replace, for the budget and
+    warm-up groups) is refused: it would look applied and not be."""
+    issues = []
+    rivals = [k for k in (key, *exclusive_siblings(key)) if k in axes]
+    if rivals:
+        issues.append(marks.issue(path, f"the sweep axis '{rivals[0]}' decides this for every trial; override the "
+                                        f"axis instead (grid.{rivals[0]}=[...])", key=key))
+    for name, settings in spec.variants.items():
+        if isinstance(settings, dict) and {k for k, _, _ in variant_leaves(spec, name)} & {key, *exclusive_siblings(key)}:
+            issues.append(marks.issue(path, f"variant '{name}' sets this; edit the variant (variants.{name}) instead",
+                                      key=key))
     return issues
 
 
@@ -674,10 +697,13 @@ def _variant_issues(spec: SweepSpec, marks: Marks) -> list[SpecIssue]:
     issues = []
     for name, settings in spec.variants.items():
         if not re.match(_NAME_PATTERN, name):
-            issues.append(marks.issue(("variants", name), f"variant name '{name}' must be letters, digits, '_', "
-                                                          "'.' or '-'"))
+            issues.append(marks.issue(("variants", name), f"variant name '{name}' must start with a letter or digit, "
+                                                          "followed by letters, digits, '_', '.' or '-'"))
         if not isinstance(settings, dict):
             continue
+        if "preset" in settings:
+            issues.append(marks.issue(("variants", name, "preset"), "a variant cannot change the preset; set keys "
+                                                                    "instead", key=f"variants.{name}.preset"))
         for key, _, path in variant_leaves(spec, name):
             message = check_trial_key(key) if key != "preset" else "a variant cannot change the preset"
             if message:
@@ -706,6 +732,12 @@ def _exclude_issues(spec: SweepSpec, marks: Marks) -> list[SpecIssue]:
         if not rule:
             issues.append(marks.issue(("exclude", r), "empty exclude rule would drop every trial"))
         for key in rule:
+            if key == VARIANT_KEY and spec.variants:  # a misspelt variant name would silently exclude nothing
+                wanted = rule[key] if isinstance(rule[key], list) else [rule[key]]
+                unknown = [w for w in wanted if w not in spec.variants]
+                if unknown:
+                    issues.append(marks.issue(("exclude", r, key), f"no variant named {', '.join(map(repr, unknown))}; "
+                                                                   f"variants: {', '.join(spec.variants)}"))
             if key not in axes:
                 close = difflib.get_close_matches(key, axes, n=1, cutoff=0.6)
                 hint = f" (did you mean '{close[0]}'?)" if close else f"; axes: {', '.join(axes) or 'none'}"

@@ -29,15 +29,15 @@ def test_image_budget_gives_the_same_steps_at_every_fraction(n):
 
 
 def test_step_budget_and_epoch_budget():
-    assert plan_budget(cfg(train_steps=1000), 5000).total_steps == 1000
+    assert plan_budget(cfg(train_steps=1000, warmup_fraction=0.05), 5000).total_steps == 1000
     plan = plan_budget(cfg(epochs=10), 5000)  # cifar preset: batch 256, no repeated augmentation
     assert (plan.total_steps, plan.epochs, plan.last_epoch_steps) == (10 * 19, 10, 19)
     assert plan.warmup_steps == 5 * 19  # warmup_epochs are epochs of the subset, never scaled by 1/f
 
 
 def test_budget_keys_replace_each_other_across_levels_not_within_one(tmp_path: Path):
-    c = cfg(train_images=10_000)
-    assert (c.epochs, c.train_images) == (None, 10_000)  # the preset's epochs gave way
+    c = cfg(train_images=10_000, warmup_steps=10)
+    assert (c.epochs, c.train_images, c.warmup_epochs) == (None, 10_000, None)  # the preset's choices gave way
     c = TrialConfig.from_dict({"train_steps": 5, "warmup_steps": 1})  # no preset: the defaults give way too
     assert (c.epochs, c.warmup_epochs) == (None, None)
     with pytest.raises(ConfigError, match="set only one of epochs, train_images, train_steps"):
@@ -47,6 +47,16 @@ def test_budget_keys_replace_each_other_across_levels_not_within_one(tmp_path: P
     f = tmp_path / "c.yaml"
     f.write_text("preset: cifar\ntrain_images: 5000\nwarmup_steps: 3\n")
     assert load_config(f, ["epochs=2"]).epochs == 2 and load_config(f, ["epochs=2"]).train_images is None
+    with pytest.raises(ConfigError, match="the command line gives train_steps and epochs"):
+        load_config(f, ["train_steps=7", "epochs=3"])  # one level: two budgets are an error, not "last wins"
+
+
+def test_a_warmup_in_epochs_cannot_ride_on_a_budget_in_images():
+    """With train_images constant across fractions, a warm-up in epochs of the subset would differ per fraction."""
+    with pytest.raises(ConfigError, match="warm-up is in epochs of the training subset") as exc:
+        cfg(train_images=10_000)  # the cifar preset's warmup_epochs: 5
+    assert exc.value.issues[0].path == "warmup_epochs"
+    assert cfg(train_images=10_000, warmup_epochs=0).warmup_epochs == 0  # no warm-up has no unit
 
 
 def test_refusals_name_the_key_to_fix():
@@ -110,7 +120,7 @@ def test_dry_run_shows_each_trials_budget(tmp_path: Path, capsys):
         assert column in out
     rows = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines() if "to run" in line]
     # fraction, train images, epochs, steps, images seen, warm-up: the same 10 steps at both fractions
-    assert [r[2:8] for r in rows] == [["0.5", "28", "10", "10", "160", "2"], ["1", "56", "3.33", "10", "160", "2"]]
+    assert [r[2:8] for r in rows] == [["0.5", "28", "10", "10", "160", "2"], ["1", "56", "3.3", "10", "160", "2"]]
     assert not (tmp_path / "runs").exists()
 
 
@@ -141,3 +151,15 @@ def test_an_epoch_without_an_optimizer_step_is_refused_at_the_batch_size(tmp_pat
     err = " ".join(capsys.readouterr().err.split())
     assert f"{path}:6: base.batch_size:" in err and "no optimizer step" in err
     assert "Traceback" not in err and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["train_steps=4", "epochs=2"], "also given: train_steps"),
+    (["grid.epochs=[2,3]", "train_steps=4"], "the sweep axis 'epochs' decides this"),
+])
+def test_command_line_budgets_are_one_choice_and_never_silently_dropped(tmp_path: Path, capsys, extra, message):
+    path = tmp_path / "budget.yaml"
+    path.write_text(BUDGET_SWEEP.format(images=160, warmup=2))
+    assert cli.main(["submit", str(path), "--workdir", str(tmp_path / "runs"), "--dry-run", *extra]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "<command line>" in err and message in err

@@ -264,7 +264,8 @@ def test_cancel_checkpoints_mid_epoch_and_resume_continues(tmp_path: Path):
     `convit-sweep resume` continues from it."""
     work = tmp_path / "runs"
     spec = write_sweep(tmp_path, "rcancel", 3, "grid:\n  lr: [0.001]\nray: {num_cpus: 2}\n")
-    spec.write_text(spec.read_text().replace("synthetic_train_size: 64", "synthetic_train_size: 256"))
+    # epochs of ~60 steps (a few seconds): the cancel below lands inside the second epoch, not after the last
+    spec.write_text(spec.read_text().replace("synthetic_train_size: 64", "synthetic_train_size: 1024"))
     proc = cli_background("submit", str(spec), "--backend", "ray", "--workdir", str(work), log=tmp_path / "log")
     try:
         trial = wait_for(lambda: next((d for d in trial_dirs(work, "rcancel").values() if read_metrics(d)), None)

@@ -242,6 +242,8 @@ def test_named_variants_are_an_axis_and_can_be_selected():
 @pytest.mark.parametrize("extra, expected", [
     ("  d: {model_kwargs.freez_gating: true}\n", "v.yaml:7: variants.d.model_kwargs.freez_gating: unknown model argument (did you mean 'freeze_gating'?)"),
     ("  d: {model_kwargs.gating_init: .nan}\n", "v.yaml:7: variants.d.model_kwargs.gating_init:"),
+    ("  d: {preset: imagenet, lr: 0.01}\n", "v.yaml:7: variants.d.preset: a variant cannot change the preset"),
+    ("exclude: [{variant: [a, nosuch]}]\n", "v.yaml:7: exclude[0].variant: no variant named 'nosuch'"),
     ("  d: {model: deit_tiny, model_kwargs.freeze_gating: true}\n", "v.yaml:7: variants.d.model_kwargs.freeze_gating: "
                                                                    "applies to ConViT models only"),
 ])

@@ -74,12 +74,12 @@ def plan_budget(cfg: TrialConfig, train_size: int) -> TrainingPlan:
     """
     per_epoch = steps_per_epoch(train_size, cfg.batch_size, cfg.repeated_aug, cfg.repeated_aug_budget)
     if per_epoch == 0:
-        shown = train_size if cfg.repeated_aug == 1 or cfg.repeated_aug_budget == "cover" else \
-            f"{train_size} images, {train_size // cfg.repeated_aug} distinct per epoch under the 'deit' repeated-" \
-            f"augmentation budget"
+        samples = steps_per_epoch(train_size, 1, cfg.repeated_aug, cfg.repeated_aug_budget)  # samples per epoch
+        shown = f"{samples} samples from {train_size} images" + (
+            f", about n/{cfg.repeated_aug} distinct images each shown {cfg.repeated_aug} times under the 'deit' "
+            "repeated-augmentation budget" if cfg.repeated_aug > 1 and cfg.repeated_aug_budget == "deit" else "")
         raise DataError(f"batch_size={cfg.batch_size} is larger than an epoch of the training subset ({shown}): "
-                        "an epoch would have no optimizer step; lower batch_size or raise data_fraction",
-                        key="batch_size")
+                        "an epoch would have no optimizer step; lower batch_size (or use more data)", key="batch_size")
     if cfg.train_steps is not None:
         total = cfg.train_steps
     elif cfg.train_images is not None:
