@@ -116,13 +116,13 @@ def test_sweep_lands_in_mlflow_and_resubmission_runs_nothing(tmp_path: Path):
     out = tmp_path / "plots"
     compared = cli("compare", "e2e", "--workdir", str(work), "--out", str(out))
     assert compared.returncode == 0, compared.stdout + compared.stderr
-    assert "convit_tiny" in compared.stdout and "deit_tiny" in compared.stdout and "±" in compared.stdout
+    assert "ConViT-Ti" in compared.stdout and "DeiT-Ti" in compared.stdout and "±" in compared.stdout
     assert str(out) in compared.stdout.replace("\n", "")
     pngs = {p.name: p.stat().st_size for p in out.glob("*.png")}
     assert {"gating_per_layer.png", "nonlocality_per_layer.png"} <= set(pngs)
     assert all(size > 10_000 for size in pngs.values())
     summary = (out / "summary.md").read_text()
-    assert summary.count("| convit_tiny |") == 1 and summary.count("| deit_tiny |") == 1
+    assert summary.count("| ConViT-Ti |") == 1 and summary.count("| DeiT-Ti |") == 1
     logged = {a.path for a in tracker.client.list_artifacts(parent.info.run_id, "compare")}
     assert "compare/gating_per_layer.png" in logged
 
@@ -183,7 +183,8 @@ def test_served_sweep_records_a_failed_trial_and_reruns_only_it(tmp_path: Path):
     try:
         work = tmp_path / "runs"
         spec = tmp_path / "served.yaml"
-        spec.write_text(SMOKE.format(name="served", epochs=1, train=32, models="[deit_tiny]")
+        # 48 images: 40 left after the validation split, 2 steps, so the second step sees the diverged weights
+        spec.write_text(SMOKE.format(name="served", epochs=1, train=48, models="[deit_tiny]")
                         .replace("grid:\n", "grid:\n  lr: [1.0e-3, 1.0e+30]\n")  # the second diverges: NaN loss
                         .replace("base:\n", "base:\n  warmup_epochs: 0\n"))
         result = cli("submit", str(spec), "--workdir", str(work), "--tracking-uri", server.uri)
