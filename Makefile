@@ -20,9 +20,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 ## demo: the quickstart sweep on the local backend with the embedded MLflow store, then the comparison.
-## A SMOKE TEST of the whole path (one seed, 400 steps), not a result: see README "Results".
+## A SMOKE TEST of the whole path (one seed, 200 steps), not a result: see README "Results".
 demo: setup
-	@echo "== SMOKE TEST (sweeps/quickstart.yaml): 2 trials, 1 seed, 400 steps each, about 4 min on 2 cores =="
+	@echo "== SMOKE TEST (sweeps/quickstart.yaml): 2 trials, 1 seed, 200 steps each, about 4 min on 2 cores =="
 	$(BIN)/convit-sweep submit sweeps/quickstart.yaml
 	$(BIN)/convit-sweep compare quickstart
 	@echo "== SMOKE TEST done: one seed is not evidence either way; sweeps/sample_efficiency_cpu.yaml tests the claim =="
