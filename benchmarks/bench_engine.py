@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from convit.config import load_config  # noqa: E402
+from convit.data import check_data  # noqa: E402
 from convit.engine.control import TrialControl  # noqa: E402
 from convit.engine.distributed import DistContext  # noqa: E402
 from convit.engine.trial import _Trial  # noqa: E402
@@ -42,7 +43,7 @@ def _trial(args: argparse.Namespace, device: torch.device, out: Path) -> _Trial:
                                 f"model={args.model}", f"compile={args.compile}", "analysis_every=0"]
                       + ([f"data_root={args.data_root}"] if args.data_root else []))
     ctx = DistContext(rank=0, world_size=1, local_rank=0, device=device, owns_group=False)
-    return _Trial(cfg, out, ctx, reporter=None, control=TrialControl())
+    return _Trial(cfg, check_data(cfg), out, ctx, reporter=None, control=TrialControl())
 
 
 def _timed(n_warm: int, n: int, device: torch.device, body) -> float:

@@ -18,7 +18,7 @@ from .dataset import EvalDataset, TrainDataset
 from .errors import DataError
 from .order import EpochBatchSampler, epoch_order, steps_per_epoch
 from .split import validation_split
-from .subset import nested_subset, subset_record, subset_size
+from .subset import nested_subset, subset_record
 from .transforms import eval_transform, train_transform
 
 __all__ = ["DataError", "EpochBatchSampler", "TrainingPlan", "TrialData", "build_data", "check_data", "epoch_order",

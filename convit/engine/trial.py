@@ -43,12 +43,12 @@ def run_trial(config: TrialConfig, out_dir: Path, reporter: Reporter | None = No
     out_dir = Path(out_dir)
     ctx = setup()
     try:
-        check_data(config, ctx.world_size)
+        plan = check_data(config, ctx.world_size)
         records.check_same_trial(out_dir, config.config_hash())
         final = records.read_json(out_dir / records.FINAL_FILE)
         if final is not None:
             return final["metrics"]
-        return _Trial(config, out_dir, ctx, reporter, control or TrialControl()).run()
+        return _Trial(config, plan, out_dir, ctx, reporter, control or TrialControl()).run()
     finally:
         ctx.close()
 
@@ -70,13 +70,13 @@ def _peak_mem_mb(device: torch.device) -> float:
 class _Trial:
     """The components of one run and the loop over them; state lives here, not in globals."""
 
-    def __init__(self, cfg: TrialConfig, out_dir: Path, ctx: DistContext, reporter: Reporter | None,
-                 control: TrialControl):
+    def __init__(self, cfg: TrialConfig, plan: TrainingPlan, out_dir: Path, ctx: DistContext,
+                 reporter: Reporter | None, control: TrialControl):
         self.cfg, self.out_dir, self.ctx, self.reporter, self.control = cfg, out_dir, ctx, reporter, control
         self.res = cfg.resolve(ctx.world_size, ctx.device.type == "cuda")
         self.hash = cfg.config_hash()
         self.ckpt_dir = out_dir / "checkpoints"
-        self.plan: TrainingPlan = check_data(cfg, ctx.world_size)
+        self.plan = plan  # planned once by run_trial's data check (it reads the labels)
         self.data: TrialData = build_data(cfg)
         self._build_model()
         self._build_loaders()
