@@ -30,7 +30,7 @@ demo: setup
 
 ## test: the whole suite (SLURM tests run when slurm/start.sh has started the local cluster, else they skip).
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow and not slurm and not ray"

@@ -32,7 +32,8 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
-from .variants import VARIANTS, default_local_layers
+from .catalog import CONVIT_MODELS, DEIT_MODELS, VARIANTS, default_local_layers
+from .presets import PRESETS
 
 __all__ = [
     "ConfigError",
@@ -45,15 +46,6 @@ __all__ = [
     "load_config",
 ]
 
-CONVIT_MODELS = (
-    "convit_tiny",
-    "convit_small",
-    "convit_base",
-    "convit_tiny_plus",
-    "convit_small_plus",
-    "convit_base_plus",
-)
-DEIT_MODELS = ("deit_tiny", "deit_small", "deit_base")
 MODEL_NAMES: tuple[str, ...] = CONVIT_MODELS + DEIT_MODELS
 
 #: Fields that cannot change a trial's results; they are left out of `config_hash()` so that moving the
@@ -212,7 +204,7 @@ def _validate_model_kwargs(model: str, kwargs: Mapping[str, Any]) -> dict[str, A
 
 
 def _check_architecture(model: str, given: Mapping[str, Any]) -> None:
-    """Cross-checks of the architecture knobs against the variant's defaults (convit.variants)."""
+    """Cross-checks of the architecture knobs against the variant's defaults (convit.catalog)."""
     variant = VARIANTS[model]
     depth = given.get("depth", variant.depth)
     heads = given.get("num_heads", variant.num_heads)
@@ -449,49 +441,6 @@ class ResolvedTrial:
         return dict(self.__dict__)
 
 
-# ------------------------------------------------------------------------------------------ presets
-PRESETS: dict[str, dict[str, Any]] = {
-    # The paper's recipe (DeiT's, on ImageNet-1k): every default of TrialConfig.  The source of each value
-    # is tabulated in docs/training.md (tests/test_presets.py keeps the two in step).
-    "imagenet": {},
-    # ConViT-Ti on CIFAR-10 at its native 32 px: 8x8 patch grid (patch 4), milder crops (RandomResizedCrop
-    # of 8 % of a 32 px image is a few pixels), eval without resize, no repeated augmentation (its point
-    # is large distributed batches), 100 epochs at batch 256.
-    "cifar": {
-        "model": "convit_tiny",
-        "model_kwargs": {"img_size": 32, "patch_size": 4, "drop_path_rate": 0.1},
-        "dataset": "cifar10",
-        "epochs": 100,
-        "batch_size": 256,
-        "crop_scale": (0.35, 1.0),
-        "crop_pct": 1.0,
-        "repeated_aug": 1,
-        "num_workers": 4,
-        "analysis_every": 5,
-    },
-    # Seconds on a CPU: a ConViT-Ti at 32 px / patch 8 on a small synthetic set, two epochs.
-    "smoke": {
-        "model": "convit_tiny",
-        "model_kwargs": {"img_size": 32, "patch_size": 8, "drop_path_rate": 0.0},
-        "dataset": "synthetic",
-        "num_classes": 4,
-        "synthetic_train_size": 64,
-        "synthetic_val_size": 32,
-        "epochs": 2,
-        "batch_size": 16,
-        "lr_base_batch": None,
-        "lr": 1e-3,
-        "warmup_epochs": 0.5,
-        "min_lr": 1e-5,
-        "crop_scale": (0.35, 1.0),
-        "crop_pct": 1.0,
-        "repeated_aug": 1,
-        "num_workers": 0,
-        "analysis_every": 1,
-    },
-}
-
-
 # -------------------------------------------------------------------------------- loading helpers
 def _deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(dict(base))
@@ -562,7 +511,3 @@ def load_config(source: str | Path | Mapping[str, Any] | None = None,
         data = loaded
     return TrialConfig.from_dict(apply_overrides(data, overrides))
 
-
-def _fraction_subset_size(counts: Sequence[int], fraction: float) -> int:
-    """Size of the nested stratified subset: ceil(f * n_c) per class (at least one image per class)."""
-    return sum(max(1, math.ceil(fraction * n - 1e-9)) for n in counts)

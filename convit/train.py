@@ -14,7 +14,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .config import PRESETS, ConfigError, TrialConfig, load_config
+from .config import ConfigError, TrialConfig, load_config
+from .presets import PRESETS
+from .records import CHECKPOINTS_DIR, CONFIG_FILE, FINAL_FILE, METRICS_FILE, check_same_trial
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 3
 
@@ -24,7 +26,7 @@ name: {', '.join(sorted(PRESETS))}.  Overrides use dotted keys for nested values
   python -m convit.train cifar data_fraction=0.1 model_kwargs.locality_strength=0.1 --out runs/x
   python -m convit.train smoke --out /tmp/smoke
 The data folder comes from data_root=... or the CONVIT_DATA_ROOT environment variable.
-DIR receives config.json, metrics.jsonl, checkpoints/ and final.json; running again on DIR resumes.
+DIR receives {CONFIG_FILE}, {METRICS_FILE}, {CHECKPOINTS_DIR}/ and {FINAL_FILE}; running again on DIR resumes.
 Exit codes: 0 done, 1 trial failed (e.g. non-finite loss), 2 bad input (nothing written),
 3 stopped by SIGTERM/SIGUSR2 after saving a checkpoint (run again to resume).
 See docs/training.md for every key."""
@@ -44,7 +46,6 @@ def _parser() -> argparse.ArgumentParser:
 def _validate(args: argparse.Namespace) -> TrialConfig:
     """Everything that can be refused before DIR is touched: config, data, an existing different trial."""
     from .data import check_data
-    from .engine.records import check_same_trial
 
     cfg = load_config(args.config, args.overrides)
     plan = check_data(cfg)

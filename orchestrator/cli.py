@@ -1,7 +1,8 @@
 """``convit-sweep``: submit sweeps, watch them, stop them, compare their runs, train one config, serve MLflow.
 
-Exit codes: 0 success; 1 some trials failed or were stopped (resubmit to resume); 2 bad input (nothing was
-submitted or logged); 130 interrupted by Ctrl-C.
+Exit codes (convit.exitcodes, the same for every command of the project): 0 success; 1 some trials failed or
+were stopped (resubmit to resume); 2 bad input (nothing was submitted or logged); 3 interrupted (Ctrl-C, a
+signal): what ran is checkpointed, submitting again resumes it.
 """
 from __future__ import annotations
 
@@ -11,15 +12,23 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from orchestrator.backends import BACKENDS
-from orchestrator.errors import OrchestratorError
-from orchestrator.workdir import WORKDIR_ENV
+from convit.exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from convit.records import is_finished
+from convit.train import main as train_main
+from orchestrator.backends import BACKENDS, get_backend
+from orchestrator.backends.base import Backend
+from orchestrator.errors import BackendUnavailable, OrchestratorError
+from orchestrator.preflight import check_trials_data
+from orchestrator.spec import SweepSpec, load_sweep
+from orchestrator.status import TrialStatus
+from orchestrator.trial import Trial
+from orchestrator.workdir import WORKDIR_ENV, SweepContext, resolve_workdir, sweep_dir
 
-EXIT_OK, EXIT_TRIALS, EXIT_USAGE, EXIT_INTERRUPT = 0, 1, 2, 130
 # Output going to a file or a pipe keeps whole lines (rich would wrap at 80 columns there).
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
@@ -105,12 +114,7 @@ def _common(p: argparse.ArgumentParser, tracking: bool = False) -> None:
 
 # ------------------------------------------------------------------------------------------------ commands
 def cmd_submit(args: argparse.Namespace) -> int:
-    from orchestrator.backends import get_backend
-    from orchestrator.errors import BackendUnavailable
-    from orchestrator.expand import load_sweep
-    from orchestrator.preflight import check_trials_data
-    from orchestrator.sweep import make_context, submit_sweep, tracking_uri_for
-    from orchestrator.workdir import resolve_workdir
+    from orchestrator.submit import make_context, submit_sweep, tracking_uri_for  # heavy: mlflow
 
     spec, trials = load_sweep(args.file, args.overrides)
     plans: dict[str, Any] = {}
@@ -138,18 +142,24 @@ def cmd_submit(args: argparse.Namespace) -> int:
         console.print(f"{len(result.skipped)} trial(s) already finished: skipped")
     if not result.submitted:
         console.print("nothing to run: every trial has finished")
+    return _report(args, ctx, backend, result)
+
+
+def _report(args: argparse.Namespace, ctx: SweepContext, backend: Backend, result: Any) -> int:
+    """What submit and resume print once the backend returns, and their exit code."""
     _print_status(ctx.name, result.statuses)
+    uri = ctx.tracking_uri
     ui = (f"   ·   MLflow UI: convit-sweep server{_workdir_flag(args.workdir)}" if uri.startswith("sqlite")
           else f"   ·   MLflow UI: {uri}")
-    console.print(f"results: convit-sweep compare {spec.name}{_workdir_flag(args.workdir)}{ui}", highlight=False)
+    console.print(f"results: convit-sweep compare {ctx.name}{_workdir_flag(args.workdir)}{ui}", highlight=False)
     if not backend.blocking:
         return EXIT_OK
     if result.unfinished:
         failed = len(result.failed)
         stopped = len(result.unfinished) - failed
         err_console.print(f"[red]{failed} trial(s) failed[/], {stopped} stopped: see `convit-sweep status "
-                          f"{spec.name}`; submitting again reruns or resumes them")
-        return EXIT_TRIALS
+                          f"{ctx.name}`; submitting again reruns or resumes them")
+        return EXIT_FAILED
     return EXIT_OK
 
 
@@ -157,9 +167,7 @@ def _workdir_flag(workdir: Path | None) -> str:
     return f" --workdir {workdir}" if workdir else ""
 
 
-def _print_dry_run(spec: Any, trials: list[Any], ctx: Any, plans: dict[str, Any]) -> None:
-    from orchestrator.sweep import finished_on_disk
-
+def _print_dry_run(spec: SweepSpec, trials: list[Trial], ctx: SweepContext, plans: dict[str, Any]) -> None:
     axes = spec.axis_keys()
     table = Table(title=f"sweep {spec.name}: {len(trials)} trial(s)")
     table.add_column("#", justify="right")
@@ -167,7 +175,7 @@ def _print_dry_run(spec: Any, trials: list[Any], ctx: Any, plans: dict[str, Any]
     leaves = [k.split(".")[-1] for k in axes]
     for key, leaf in zip(axes, leaves):
         table.add_column(leaf if leaves.count(leaf) == 1 else key)
-    done = finished_on_disk(ctx, trials)
+    done = {t.id for t in trials if is_finished(ctx.trial_dir(t.id))}
     budget_columns = ("train images", "epochs", "steps", "images seen", "warm-up steps")
     for name in budget_columns if plans else ():
         table.add_column(name, justify="right")
@@ -180,7 +188,7 @@ def _print_dry_run(spec: Any, trials: list[Any], ctx: Any, plans: dict[str, Any]
         table.add_row(str(i), trial.id, *(_fmt(trial.axes.get(k)) for k in axes), *budget,
                       "finished" if trial.id in done else "to run")
     console.print(table)
-    options = ", ".join(f"{k}={v}" for k, v in ctx.options.items())
+    options = ", ".join(f"{k}={v}" for k, v in ctx.options.model_dump().items())
     console.print(f"would submit {len(trials) - len(done)} trial(s) ({len(done)} already finished) to the "
                   f"[bold]{ctx.backend}[/] backend ({options})")
     console.print(f"working folder: {ctx.sweep_dir}\ntracking: {ctx.tracking_uri} (experiment '{ctx.experiment}')")
@@ -197,8 +205,6 @@ def _sweep_name(arg: str) -> str:
     """A sweep is named by its name, or by its YAML file (whose name: is read without validating the rest)."""
     path = Path(arg)
     if path.suffix in (".yaml", ".yml") and path.is_file():
-        import yaml
-
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
@@ -207,28 +213,22 @@ def _sweep_name(arg: str) -> str:
     return arg
 
 
-def _load_context(args: argparse.Namespace) -> Any:
-    from orchestrator.workdir import SweepContext, resolve_workdir
-
+def _load_context(args: argparse.Namespace) -> SweepContext:
     return SweepContext.load(resolve_workdir(args.workdir), _sweep_name(args.sweep))
 
 
-def _backend_for(ctx: Any) -> Any:
-    from orchestrator.backends import get_backend
-    from orchestrator.backends.base import Backend
-    from orchestrator.errors import BackendUnavailable
-
+def _backend_for(ctx: SweepContext, **kwargs: Any) -> Backend:
     try:
-        return get_backend(ctx.backend)
+        return get_backend(ctx.backend, **kwargs)
     except BackendUnavailable as exc:
         reason = str(exc)
         err_console.print(f"[yellow]{escape(reason)}; showing what the working folder knows[/]")
 
         class _FolderOnly(Backend):
-            def submit(self, sweep: Any, trials: list[Any]) -> None:
-                raise OrchestratorError("unavailable")
+            def submit(self, sweep: SweepContext, trials: list[Trial]) -> None:
+                raise OrchestratorError(reason)
 
-            def cancel(self, sweep: Any) -> None:
+            def cancel(self, sweep: SweepContext) -> None:
                 raise OrchestratorError(reason)
 
         return _FolderOnly()
@@ -244,7 +244,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _print_status(name: str, statuses: list[Any]) -> None:
+def _print_status(name: str, statuses: list[TrialStatus]) -> None:
     table = Table(title=f"sweep {name}")
     for col in ("trial id", "name", "state", "epochs", "val top-1", "detail"):
         table.add_column(col)
@@ -276,8 +276,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from orchestrator.compare import compare
-    from orchestrator.workdir import SweepContext, resolve_workdir, sweep_dir
+    from orchestrator.compare import compare  # heavy: mlflow, matplotlib
 
     workdir = resolve_workdir(args.workdir)
     name = _sweep_name(args.sweep)
@@ -295,28 +294,28 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from convit.train import main as train_main
-
-    code = train_main(list(args.args))
-    return int(code or 0)
+    return int(train_main(list(args.args)) or 0)
 
 
 def cmd_server(args: argparse.Namespace) -> int:
-    from orchestrator.server import serve_forever
-    from orchestrator.workdir import resolve_workdir
+    from orchestrator.server import serve_forever  # heavy: mlflow
 
     return serve_forever(resolve_workdir(args.workdir), host=args.host, port=args.port,
                          backend_store_uri=args.backend_store_uri, console=console)
 
 
-COMMANDS = {"submit": cmd_submit, "status": cmd_status, "cancel": cmd_cancel, "compare": cmd_compare,
-            "train": cmd_train, "server": cmd_server, "resume": lambda args: cmd_resume(args)}
-
-
 def cmd_resume(args: argparse.Namespace) -> int:
-    from orchestrator.backends.ray import resume_command  # the Ray backend owns resume (docs/ray.md)
+    """Continue a sweep from its backend's own saved state (Ray: Tune's experiment), through the same lifecycle
+    as submit (orchestrator.submit.resume_sweep)."""
+    from orchestrator.submit import resume_sweep  # heavy: mlflow
 
-    return resume_command(_sweep_name(args.sweep), args.workdir, console)
+    ctx = _load_context(args)
+    backend = get_backend(ctx.backend, console=console)
+    return _report(args, ctx, backend, resume_sweep(ctx, backend))
+
+
+COMMANDS = {"submit": cmd_submit, "status": cmd_status, "cancel": cmd_cancel, "compare": cmd_compare,
+            "train": cmd_train, "server": cmd_server, "resume": cmd_resume}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -336,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         err_console.print("interrupted; submitting the sweep again resumes it")
-        return EXIT_INTERRUPT
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

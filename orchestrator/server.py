@@ -20,6 +20,7 @@ from pathlib import Path
 from rich.console import Console
 
 from orchestrator.errors import OrchestratorError
+from orchestrator.tracking import ARTIFACTS_DIR, default_tracking_uri
 
 
 @dataclass
@@ -55,8 +56,6 @@ def free_port(host: str = "127.0.0.1") -> int:
 def start_server(workdir: Path, host: str = "127.0.0.1", port: int = 5000, backend_store_uri: str | None = None,
                  ready_timeout_s: float = 90.0) -> ServerHandle:
     """Start the server and return once /health answers; raises OrchestratorError with its log if it cannot."""
-    from orchestrator.tracking import ARTIFACTS_DIR, default_tracking_uri
-
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port(host)
     store = backend_store_uri or default_tracking_uri(workdir)

@@ -28,6 +28,8 @@ from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from convit.records import read_metrics
+
 DB_NAME = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
 EPOCH_METRIC = "epoch"
@@ -296,8 +298,6 @@ class MlflowReporter:
 
     def sync(self) -> int:
         """Log every metrics.jsonl epoch MLflow lacks; returns how many."""
-        from orchestrator.workdir import read_metrics
-
         start = time.perf_counter()
         count = 0
         for row in read_metrics(self.metrics_file.parent):

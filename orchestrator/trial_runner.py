@@ -5,13 +5,12 @@ through ``python -m orchestrator.trial_runner TRIAL_DIR``). It is safe to call a
 engine resumes from its last checkpoint, the MLflow run is reopened, and the epochs already in metrics.jsonl
 but missing from MLflow are logged first, so the run ends with every epoch exactly once.
 
-Exit codes of the command: 0 finished, 1 failed (the reason is in status.json and the MLflow run),
-75 interrupted after a checkpoint (resubmitting resumes it), 2 bad invocation.
+Exit codes of the command (convit.exitcodes): 0 finished, 1 failed (the reason is in status.json and the MLflow
+run), 3 interrupted after a checkpoint (resubmitting resumes it), 2 bad invocation.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import time
@@ -20,11 +19,15 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Mapping, Sequence
 
-from orchestrator.workdir import SweepContext, read_json, write_json, write_status
+from convit.exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from convit.records import CONFIG_FILE, FINAL_FILE, METRICS_FILE, read_json, write_json
+from orchestrator.status import write_status
+from orchestrator.tracking import MlflowReporter, Tracker, env_tags
+from orchestrator.threads import apply_thread_budget
+from orchestrator.trial import Trial
+from orchestrator.workdir import TRIAL_FILE, SweepContext, read_trial_record, write_trial_record
 
-EXIT_DONE, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 75
 RUN_ID_FILE = "mlflow_run.json"
-THREADS_ENV = "CONVIT_NUM_THREADS"
 
 
 class _Fanout:
@@ -38,7 +41,7 @@ class _Fanout:
             reporter.report(epoch, metrics, checkpoint_dir)
 
 
-def run_trial_process(trial: Any, ctx: SweepContext, *, tags: Mapping[str, str] | None = None,
+def run_trial_process(trial: Trial, ctx: SweepContext, *, tags: Mapping[str, str] | None = None,
                       control: Any | None = None, reporters: Sequence[Any] = ()) -> dict[str, float]:
     """Run (or resume) one trial of a sweep with MLflow logging; returns the engine's final metrics.
 
@@ -47,13 +50,11 @@ def run_trial_process(trial: Any, ctx: SweepContext, *, tags: Mapping[str, str] 
     handler asks it for a checkpoint); ``reporters`` receive every epoch after MLflow has logged it.
     Raises the engine's TrialInterrupted / TrialFailed (after recording them) so the backend can react.
     """
-    from convit.engine import TrialFailed, TrialInterrupted, run_trial
-    from orchestrator.tracking import MlflowReporter, Tracker, env_tags
+    from convit.engine import TrialFailed, TrialInterrupted, run_trial  # heavy: torch
 
     out_dir = ctx.trial_dir(trial.id)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if not (out_dir / "trial.json").exists():
-        write_json(out_dir / "trial.json", trial.to_dict())
+    write_trial_record(out_dir, trial)
     write_status(out_dir, "running")
     tracker = Tracker(ctx.tracking_uri)
     run_id = tracker.open_trial_run(
@@ -64,7 +65,7 @@ def run_trial_process(trial: Any, ctx: SweepContext, *, tags: Mapping[str, str] 
               **dict(tags or {})},
         known_run_id=(read_json(out_dir / RUN_ID_FILE, {}) or {}).get("run_id"))
     write_json(out_dir / RUN_ID_FILE, {"run_id": run_id, "tracking_uri": ctx.tracking_uri})
-    reporter = MlflowReporter(tracker, run_id, out_dir / "metrics.jsonl")
+    reporter = MlflowReporter(tracker, run_id, out_dir / METRICS_FILE)
     reporter.sync()
     started = time.perf_counter()
     try:
@@ -90,7 +91,7 @@ def run_trial_process(trial: Any, ctx: SweepContext, *, tags: Mapping[str, str] 
     last_epoch = max(reporter.logged, default=0)
     tracker.log_final(run_id, {**final, "tracking_overhead_s": reporter.seconds,
                                "tracking_overhead_frac": reporter.seconds / max(elapsed, 1e-9)}, step=last_epoch)
-    tracker.log_files(run_id, [out_dir / n for n in ("config.json", "final.json", "trial.json")])
+    tracker.log_files(run_id, [out_dir / n for n in (CONFIG_FILE, FINAL_FILE, TRIAL_FILE)])
     tracker.end_run(run_id, "FINISHED")
     write_status(out_dir, "done")
     return final
@@ -110,15 +111,6 @@ def _record_failure(tracker: Any, run_id: str, reporter: Any, out_dir: Path, rea
 
 
 # ---------------------------------------------------------------------------------------------------- command
-def _apply_threads() -> None:
-    """Honour the backend's CPU budget: torch's intra-op threads (OMP/MKL vars are set by the backend)."""
-    threads = os.environ.get(THREADS_ENV)
-    if threads:
-        import torch
-
-        torch.set_num_threads(int(threads))
-
-
 def _install_stop_handlers(control: Any) -> None:
     """First SIGTERM/SIGINT: checkpoint at the next optimizer step, then stop. A second one: stop now."""
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -135,18 +127,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description="Run one trial of a submitted sweep (used by the backends).")
     parser.add_argument("trial_dir", type=Path, help="runs/sweeps/<sweep>/trials/<trial id>")
     args = parser.parse_args(argv)
-    from convit.engine import TrialControl, TrialInterrupted
-    from orchestrator.expand import Trial
+    from convit.engine import TrialControl, TrialInterrupted  # heavy: torch
 
-    data = read_json(args.trial_dir / "trial.json")
-    if data is None:
-        print(f"no trial.json in {args.trial_dir}", file=sys.stderr)
+    trial = read_trial_record(args.trial_dir)
+    if trial is None:
+        print(f"no {TRIAL_FILE} in {args.trial_dir}", file=sys.stderr)
         return EXIT_USAGE
     ctx = SweepContext.for_trial_dir(args.trial_dir.resolve())
-    trial = Trial.from_dict(data)
     control = TrialControl()
     _install_stop_handlers(control)
-    _apply_threads()
+    apply_thread_budget()
     try:
         run_trial_process(trial, ctx, control=control)
     except TrialInterrupted:
@@ -154,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception:  # noqa: BLE001 - recorded in status.json and MLflow already
         traceback.print_exc()
         return EXIT_FAILED
-    return EXIT_DONE
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -1,34 +1,38 @@
-"""The working folder: where a sweep's trials, their state and the embedded MLflow store live.
+"""The working folder: where a sweep's record, its trials and the embedded MLflow store live.
 
-Layout (ARCHITECTURE.md §3)::
+Layout (docs/ARCHITECTURE.md)::
 
     runs/mlflow.db                          embedded MLflow store (default tracking URI)
     runs/mlartifacts/                       its artifacts
-    runs/sweeps/<name>/sweep.json           the SweepContext (tracking URI, parent run, backend, ...)
+    runs/sweeps/<name>/sweep.json           the SweepContext (tracking URI, parent run, backend and its options)
     runs/sweeps/<name>/spec.yaml            the sweep file as submitted (+ overrides)
     runs/sweeps/<name>/trials.json          every trial of the sweep (id, name, axes, config)
-    runs/sweeps/<name>/trials/<id>/         the engine's out_dir, plus trial.json and status.json
+    runs/sweeps/<name>/trials/<id>/         the engine's out_dir (convit.records), plus trial.json and status.json
 
-Every state file is written atomically (temp file + rename), so a reader never sees half a file and a killed
-writer never leaves one. Everything a backend needs to run a trial in another process, on another machine of
-a shared filesystem, is in these files: nothing is passed through memory.
+Every state file is written atomically (convit.records.write_json), so a reader never sees half a file and a
+killed writer never leaves one. Everything a backend needs to run a trial in another process, on another machine
+of a shared filesystem, is in these files: nothing is passed through memory. This module is the one writer of
+``trial.json``.
 """
 from __future__ import annotations
 
-import json
 import os
-import socket
 import subprocess
-import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from convit.records import read_json, write_json
 from orchestrator.errors import UnknownSweep
+from orchestrator.sections import SECTION_TYPES, LocalSection, Section
+from orchestrator.trial import Trial
 
 WORKDIR_ENV = "CONVIT_WORKDIR"
-TrialStateName = Literal["pending", "running", "done", "failed", "interrupted"]
+SWEEP_FILE = "sweep.json"
+SPEC_FILE = "spec.yaml"
+TRIALS_FILE = "trials.json"
+TRIAL_FILE = "trial.json"
+STATUS_FILE = "status.json"
 
 
 def resolve_workdir(arg: str | Path | None = None) -> Path:
@@ -37,33 +41,12 @@ def resolve_workdir(arg: str | Path | None = None) -> Path:
     return Path(chosen).expanduser().resolve()
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Atomic: write a temp file next to the target, fsync, rename over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True, default=str)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_text(path: Path, text: str) -> None:
+    """Atomic, like write_json: temp file next to the target, then rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-def read_json(path: Path, default: Any = None) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return default
 
 
 def git_commit(repo: Path | None = None) -> str:
@@ -79,7 +62,11 @@ def git_commit(repo: Path | None = None) -> str:
 
 @dataclass
 class SweepContext:
-    """What a trial process needs to know about its sweep; saved as sweep.json in the sweep folder."""
+    """What a trial process needs to know about its sweep; saved as sweep.json in the sweep folder.
+
+    ``options`` is the backend's typed section (LocalSection, RaySection, SlurmSection), validated once when the
+    sweep file was read and read back typed from sweep.json (``Section.from_record``: a SLURM profile is not
+    read again, so a later edit of it does not change a submitted sweep)."""
 
     name: str
     workdir: Path
@@ -89,8 +76,7 @@ class SweepContext:
     parent_run_id: str | None = None
     git_commit: str = "unknown"
     axes: list[str] = field(default_factory=list)
-    options: dict[str, Any] = field(default_factory=dict)  # the backend's section of the sweep file
-    spec: Any = field(default=None, repr=False, compare=False)  # the SweepSpec, in the submitting process only
+    options: Section = field(default_factory=LocalSection)
 
     @property
     def sweep_id(self) -> str:
@@ -105,23 +91,25 @@ class SweepContext:
         return self.sweep_dir / "trials" / trial_id
 
     def to_dict(self) -> dict[str, Any]:
-        data = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "spec"}
+        data = {k: getattr(self, k) for k in self.__dataclass_fields__}
         data["workdir"] = str(self.workdir)
+        data["options"] = self.options.model_dump(mode="json")
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SweepContext":
-        data = dict(data)
+        data = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         data["workdir"] = Path(data["workdir"])
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
+        section = SECTION_TYPES.get(data.get("backend", "local"), LocalSection)
+        data["options"] = section.from_record(data.get("options") or {})
+        return cls(**data)
 
     def save(self) -> None:
-        write_json(self.sweep_dir / "sweep.json", self.to_dict())
+        write_json(self.sweep_dir / SWEEP_FILE, self.to_dict())
 
     @classmethod
     def load(cls, workdir: Path, name: str) -> "SweepContext":
-        data = read_json(sweep_dir(workdir, name) / "sweep.json")
+        data = read_json(sweep_dir(workdir, name) / SWEEP_FILE)
         if data is None:
             raise UnknownSweep(_unknown_sweep_message(workdir, name))
         return cls.from_dict(data)
@@ -129,9 +117,9 @@ class SweepContext:
     @classmethod
     def for_trial_dir(cls, trial_dir: Path) -> "SweepContext":
         """A trial folder lies at <sweep_dir>/trials/<id>: its context is two levels up."""
-        data = read_json(trial_dir.parent.parent / "sweep.json")
+        data = read_json(trial_dir.parent.parent / SWEEP_FILE)
         if data is None:
-            raise UnknownSweep(f"{trial_dir} is not inside a sweep folder (no sweep.json two levels up)")
+            raise UnknownSweep(f"{trial_dir} is not inside a sweep folder (no {SWEEP_FILE} two levels up)")
         return cls.from_dict(data)
 
 
@@ -139,9 +127,14 @@ def sweep_dir(workdir: Path, name: str) -> Path:
     return workdir / "sweeps" / name
 
 
+def recorded_tracking_uri(workdir: Path, name: str) -> str | None:
+    """The tracking URI a sweep of this name was first submitted with, if any."""
+    return (read_json(sweep_dir(workdir, name) / SWEEP_FILE, {}) or {}).get("tracking_uri")
+
+
 def list_sweeps(workdir: Path) -> list[str]:
     root = workdir / "sweeps"
-    return sorted(p.name for p in root.iterdir() if (p / "sweep.json").is_file()) if root.is_dir() else []
+    return sorted(p.name for p in root.iterdir() if (p / SWEEP_FILE).is_file()) if root.is_dir() else []
 
 
 def _unknown_sweep_message(workdir: Path, name: str) -> str:
@@ -150,102 +143,23 @@ def _unknown_sweep_message(workdir: Path, name: str) -> str:
     return f"no sweep named '{name}' in {workdir} ({listing}); pass --workdir if it was submitted elsewhere"
 
 
-def write_trials(ctx: SweepContext, trials: list[Any]) -> None:
-    write_json(ctx.sweep_dir / "trials.json", [t.to_dict() for t in trials])
+def write_trial_record(trial_dir: Path, trial: Trial) -> None:
+    """trial.json in the trial's folder (once: what a trial process reads to know what to run)."""
+    path = trial_dir / TRIAL_FILE
+    if not path.exists():
+        write_json(path, trial.to_dict())
+
+
+def read_trial_record(trial_dir: Path) -> Trial | None:
+    data = read_json(trial_dir / TRIAL_FILE)
+    return Trial.from_dict(data) if data is not None else None
+
+
+def write_trials(ctx: SweepContext, trials: list[Trial]) -> None:
+    write_json(ctx.sweep_dir / TRIALS_FILE, [t.to_dict() for t in trials])
     for trial in trials:
-        path = ctx.trial_dir(trial.id) / "trial.json"
-        if not path.exists():
-            write_json(path, trial.to_dict())
+        write_trial_record(ctx.trial_dir(trial.id), trial)
 
 
-def read_trials(ctx: SweepContext) -> list[Any]:
-    from orchestrator.expand import Trial
-
-    return [Trial.from_dict(d) for d in read_json(ctx.sweep_dir / "trials.json", [])]
-
-
-# ------------------------------------------------------------------------------------------------ trial state
-@dataclass
-class TrialStatus:
-    """A trial's state as any backend reports it."""
-
-    trial_id: str
-    name: str
-    state: TrialStateName
-    epoch: int | None = None  # last completed epoch (from metrics.jsonl)
-    epochs: int | None = None  # total epochs of the trial
-    metrics: dict[str, float] = field(default_factory=dict)  # the last epoch's metrics
-    detail: str = ""  # failure reason, pid, job id, ...
-    ref: str | None = None  # backend handle: pid, SLURM job id, Ray trial id
-
-
-def write_status(trial_dir: Path, state: TrialStateName, **extra: Any) -> None:
-    write_json(trial_dir / "status.json", {"state": state, "pid": os.getpid(), "host": socket.gethostname(),
-                                           "updated": time.time(), **extra})
-
-
-def read_metrics(trial_dir: Path) -> list[dict[str, Any]]:
-    """Complete lines of metrics.jsonl (a line being written is ignored, not an error)."""
-    path = trial_dir / "metrics.jsonl"
-    try:
-        text = path.read_text()
-    except OSError:
-        return []
-    rows = []
-    for line in text.splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and "epoch" in row:
-            rows.append(row)
-    return rows
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (exited, not yet reaped by its parent) is not running
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
-def trial_status(trial: Any, trial_dir: Path) -> TrialStatus:
-    """Derive a trial's state from its folder alone: final.json = done, else what the runner last wrote."""
-    rows = read_metrics(trial_dir)
-    last = rows[-1] if rows else {}
-    epochs = _total_epochs(trial)
-    status = TrialStatus(trial.id, trial.name, "pending", last.get("epoch"), epochs,
-                         {k: v for k, v in last.items() if isinstance(v, (int, float)) and k != "epoch"})
-    if (trial_dir / "final.json").is_file():
-        status.state = "done"
-        return status
-    info = read_json(trial_dir / "status.json", {}) or {}
-    state = info.get("state")
-    status.ref = str(info["pid"]) if info.get("pid") else None
-    if state == "running":
-        same_host = info.get("host") == socket.gethostname()
-        if same_host and not pid_alive(info.get("pid")):
-            status.state, status.detail = "interrupted", "process ended without a final state"
-        else:
-            status.state = "running"
-    elif state in ("failed", "interrupted"):
-        status.state = state
-        status.detail = str(info.get("error", ""))
-    elif state == "done":  # the runner finished but the engine wrote no final.json: treat as not finished
-        status.state = "interrupted"
-    return status
-
-
-def _total_epochs(trial: Any) -> int | None:
-    from orchestrator.preflight import planned_epochs
-
-    return planned_epochs(trial)
+def read_trials(ctx: SweepContext) -> list[Trial]:
+    return [Trial.from_dict(d) for d in read_json(ctx.sweep_dir / TRIALS_FILE, []) or []]

@@ -115,7 +115,7 @@ def test_server_command_prints_its_uri_and_stops_on_ctrl_c(tmp_path: Path):
     import urllib.request
 
     from orchestrator.server import free_port
-    from orchestrator.workdir import pid_alive
+    from orchestrator.status import pid_alive
 
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -142,7 +142,7 @@ def test_server_command_prints_its_uri_and_stops_on_ctrl_c(tmp_path: Path):
 
 
 def test_status_prints_a_failed_trials_whole_reason_below_the_table(capsys):
-    from orchestrator.workdir import TrialStatus
+    from orchestrator.status import TrialStatus
 
     reason = "TrialFailed: non-finite loss at epoch 3 step 17 · job 12_3\nstderr (12_3_0_log.err):\n" + "x" * 120
     cli._print_status("demo", [TrialStatus("abc123", "lr=0.1", "failed", detail=reason),

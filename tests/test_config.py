@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from convit.config import PRESETS, ConfigError, TrialConfig, apply_overrides, load_config
+from convit.config import ConfigError, TrialConfig, apply_overrides, load_config
+from convit.presets import PRESETS
 
 
 def issues(data) -> dict[str, str]:

@@ -15,7 +15,7 @@ import pytest
 
 from orchestrator.server import free_port, start_server
 from orchestrator.tracking import Tracker, default_tracking_uri
-from orchestrator.workdir import read_json, read_metrics
+from convit.records import read_json, read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 

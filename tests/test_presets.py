@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from convit.config import PRESETS, TrialConfig
+from convit.config import TrialConfig
+from convit.presets import PRESETS
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "training.md"
 

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 
 from orchestrator.tracking import Tracker, default_tracking_uri
-from orchestrator.workdir import pid_alive, read_json, read_metrics
+from convit.records import read_json, read_metrics
+from orchestrator.status import pid_alive
 
 pytestmark = pytest.mark.ray
 
@@ -128,7 +129,7 @@ def test_fifo_sweep_with_a_killed_worker(tmp_path: Path):
     import torch
 
     from convit.engine import run_trial
-    from orchestrator.expand import Trial
+    from orchestrator.trial import Trial
 
     torch.set_num_threads(1)
     trial = Trial.from_dict(read_json(victim / "trial.json"))

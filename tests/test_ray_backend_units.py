@@ -15,11 +15,11 @@ import torch
 from convit.config import TrialConfig
 from convit.engine import run_trial
 from convit.engine.checkpoint import list_checkpoints, load_latest
-from orchestrator.backends.ray_pbt import rebase_checkpoint, with_values
-from orchestrator.backends.ray_trainable import META_FILE, install_checkpoint
+from orchestrator.backends.ray.pbt import rebase_checkpoint, with_values
+from orchestrator.backends.ray.trainable import META_FILE, install_checkpoint
 from orchestrator.errors import SpecError
 from orchestrator.spec import parse_spec
-from orchestrator.workdir import read_json, read_metrics, write_json
+from convit.records import read_json, read_metrics, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,9 +46,9 @@ def test_schedulers_never_rank_by_the_test_split():
 
 
 def test_a_scheduler_needs_validation_during_training(tmp_path: Path):
-    from orchestrator.backends.ray import _check_trials
+    from orchestrator.backends.ray.backend import _check_trials
     from orchestrator.errors import OrchestratorError
-    from orchestrator.expand import load_sweep
+    from orchestrator.spec import load_sweep
 
     path = tmp_path / "asha.yaml"
     path.write_text("name: a\nbase: {preset: smoke, eval_every: 0}\ngrid: {lr: [0.001, 0.002]}\nray:\n"
@@ -174,9 +174,9 @@ def test_rebase_refuses_keys_that_change_the_model(finished):
 
 
 def test_pbt_ranges_are_checked_against_every_trial(tmp_path: Path):
-    from orchestrator.backends.ray import _check_trials
+    from orchestrator.backends.ray.backend import _check_trials
     from orchestrator.errors import OrchestratorError
-    from orchestrator.expand import load_sweep
+    from orchestrator.spec import load_sweep
 
     path = tmp_path / "pbt.yaml"
     path.write_text("name: pb\nbase: {preset: smoke}\ngrid: {lr: [0.001, 0.002]}\nray:\n  scheduler:\n"

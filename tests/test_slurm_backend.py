@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.backends.slurm import SlurmBackend, resolve_options
-from orchestrator.backends.slurm_cluster import parse_minutes, require_cluster
-from orchestrator.backends.slurm_snapshot import snapshot_code
+from orchestrator.backends.slurm.backend import SlurmBackend, resolve_options
+from orchestrator.backends.slurm.cluster import parse_minutes, require_cluster
+from orchestrator.backends.slurm.snapshot import snapshot_code
 from orchestrator.errors import BackendUnavailable, SpecError
-from orchestrator.expand import expand
+from orchestrator.spec import expand
 from orchestrator.spec import parse_spec
-from orchestrator.sweep import make_context
+from orchestrator.submit import make_context
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = "name: s\nbase: {preset: smoke}\n"
@@ -135,7 +135,7 @@ def test_snapshot_copies_the_packages_once_per_content(tmp_path: Path, monkeypat
     src = tmp_path / "src"
     for package in ("convit", "orchestrator"):
         shutil.copytree(REPO / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
-    code = f"import sys; sys.path.insert(0, {str(src)!r}); from orchestrator.backends.slurm_snapshot import " \
+    code = f"import sys; sys.path.insert(0, {str(src)!r}); from orchestrator.backends.slurm.snapshot import " \
            f"snapshot_code; from pathlib import Path; print(snapshot_code(Path({str(tmp_path / 'snaps')!r})))"
 
     def snap() -> Path:
@@ -154,7 +154,7 @@ def test_snapshot_copies_the_packages_once_per_content(tmp_path: Path, monkeypat
 
 def test_snapshot_of_this_checkout_is_importable(tmp_path: Path):
     target = snapshot_code(tmp_path)
-    out = subprocess.run([sys.executable, "-P", "-c", "import orchestrator.backends.slurm_job as m; print(m.__file__)"],
+    out = subprocess.run([sys.executable, "-P", "-c", "import orchestrator.backends.slurm.job as m; print(m.__file__)"],
                          env={**os.environ, "PYTHONPATH": str(target)}, capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0 and out.stdout.startswith(str(target)), out.stderr  # not the working tree
 

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from orchestrator.tracking import Tracker, default_tracking_uri
-from orchestrator.workdir import read_json, read_metrics
+from convit.records import read_json, read_metrics
 
 pytestmark = pytest.mark.slurm
 REPO = Path(__file__).resolve().parents[1]
@@ -188,9 +188,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Session:
 
 
 def corrupt_imagefolder(root: Path) -> Path:
-    """An ImageFolder that passes the submit-time data check (layout, counts) but whose files are not images:
-    the trial that reads it fails at run time."""
-    for split, per_class in (("train", 4), ("val", 1)):
+    """An ImageFolder that passes the submit-time data check (layout, counts: after the validation hold-out the
+    training subset still fills a smoke batch of 16) but whose files are not images: the trial that reads it
+    fails at run time."""
+    for split, per_class in (("train", 8), ("val", 1)):
         for label in "abcd":
             folder = root / split / label
             folder.mkdir(parents=True)
@@ -250,7 +251,7 @@ def reference_final(trial: dict[str, Any], tmp: Path) -> dict[str, float]:
     import torch
 
     from convit.engine import run_trial
-    from orchestrator.expand import Trial
+    from orchestrator.trial import Trial
 
     torch.set_num_threads(1)
     return run_trial(Trial.from_dict(trial).config, tmp / f"ref-{trial['id']}")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.errors import SpecError
-from orchestrator.expand import expand, load_sweep
+from orchestrator.spec import expand, load_sweep
 from orchestrator.spec import parse_spec, parse_spec_partial
 
 BAD = Path(__file__).parent / "bad_sweeps"

@@ -8,12 +8,13 @@ and renamed over: a crash leaves either the old set or the new one, never a half
 from __future__ import annotations
 
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from ..records import atomic_write_bytes
 
 log = logging.getLogger("convit.engine")
 _NAME = re.compile(r"^ckpt-(\d{5})-(\d{6})\.pt$")
@@ -29,29 +30,6 @@ def list_checkpoints(ckpt_dir: Path) -> list[Path]:
     if not ckpt_dir.is_dir():
         return []
     return sorted(p for p in ckpt_dir.iterdir() if _NAME.match(p.name))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, write) -> None:
-    """Call ``write(file_object)`` into a temp file next to ``path``, fsync, then rename over ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _fsync_dir(path.parent)
 
 
 def save_checkpoint(ckpt_dir: Path, state: dict[str, Any]) -> Path:

@@ -7,6 +7,10 @@ import threading
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from ..records import ConfigMismatch  # re-exported: defined torch-free
+
+__all__ = ["ConfigMismatch", "Reporter", "TrialControl", "TrialFailed", "TrialInterrupted"]
+
 
 class TrialFailed(RuntimeError):
     """The trial cannot go on (e.g. a non-finite loss); ``reason`` says why.  Not retried by resuming."""
@@ -19,10 +23,6 @@ class TrialFailed(RuntimeError):
 class TrialInterrupted(RuntimeError):
     """Raised after an exact checkpoint was saved on a ``request_checkpoint(stop=True)``; the trial can be
     resumed by calling run_trial again on the same out_dir."""
-
-
-class ConfigMismatch(ValueError):
-    """out_dir holds a different trial (its config hash differs from the one asked for)."""
 
 
 @runtime_checkable

@@ -25,7 +25,8 @@ from torch.utils.data import DataLoader
 from ..config import TrialConfig
 from ..data import EpochBatchSampler, TrainingPlan, TrialData, build_data, check_data
 from ..data.dataset import seeded
-from . import records, rng
+from .. import records
+from . import rng
 from .checkpoint import load_latest, save_checkpoint
 from .control import ConfigMismatch, Reporter, TrialControl, TrialFailed, TrialInterrupted
 from .distributed import DistContext, all_reduce_sum, gather_objects, setup
@@ -45,7 +46,7 @@ def run_trial(config: TrialConfig, out_dir: Path, reporter: Reporter | None = No
     try:
         plan = check_data(config, ctx.world_size)
         records.check_same_trial(out_dir, config.config_hash())
-        final = records.read_json(out_dir / records.FINAL_FILE)
+        final = records.read_final(out_dir)
         if final is not None:
             return final["metrics"]
         return _Trial(config, plan, out_dir, ctx, reporter, control or TrialControl()).run()
@@ -75,7 +76,7 @@ class _Trial:
         self.cfg, self.out_dir, self.ctx, self.reporter, self.control = cfg, out_dir, ctx, reporter, control
         self.res = cfg.resolve(ctx.world_size, ctx.device.type == "cuda")
         self.hash = cfg.config_hash()
-        self.ckpt_dir = out_dir / "checkpoints"
+        self.ckpt_dir = out_dir / records.CHECKPOINTS_DIR
         self.plan = plan  # planned once by run_trial's data check (it reads the labels)
         self.data: TrialData = build_data(cfg)
         self._build_model()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..variants import VARIANTS, Variant, default_local_layers
+from ..catalog import VARIANTS, Variant, default_local_layers
 from .convit import ConViT, DeiT
 
 # Knobs every model takes (timm's names), and those that only make sense with GPSA layers.

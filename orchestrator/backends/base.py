@@ -1,34 +1,59 @@
 """The backend interface: where a sweep's trials run. Backends decide placement only; the engine trains and
 :mod:`orchestrator.trial_runner` logs, whatever the backend.
 
-Contract (ARCHITECTURE.md §3): ``submit(sweep, trials)``, ``status(sweep)``, ``cancel(sweep)``.
-``trials`` are only those still to run: the CLI has already dropped the finished ones (idempotent resubmission
-is not each backend's job). A backend keeps its own state under ``sweep.sweep_dir`` so that ``status`` and
+Contract (docs/ARCHITECTURE.md): ``submit(sweep, trials)``, ``status(sweep)``, ``cancel(sweep)``, and for backends
+that can continue an interrupted sweep from their own state, ``check_resume``/``resume``. ``trials`` are only
+those still to run: :mod:`orchestrator.submit` has already dropped the finished ones (idempotent resubmission is
+not each backend's job). A backend declares the type of its section of the sweep file (``section``) and finds
+it, typed, in ``sweep.options``. It keeps its own state under ``sweep.sweep_dir`` so that ``status`` and
 ``cancel`` work from another process, later.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from orchestrator.workdir import SweepContext, TrialStatus, read_trials, trial_status
+from orchestrator.errors import OrchestratorError
+from orchestrator.sections import Section
+from orchestrator.status import TrialStatus, trial_status
+from orchestrator.trial import Trial
+from orchestrator.workdir import SweepContext, read_trials
 
 
 class Backend(ABC):
-    """Where trials run. Subclasses set ``name`` (the --backend value and the MLflow ``backend`` tag)."""
+    """Where trials run. Subclasses set ``name`` (the --backend value and the MLflow ``backend`` tag) and
+    ``section`` (the type of ``sweep.options``)."""
 
     name: ClassVar[str] = ""
+    section: ClassVar[type[Section]] = Section
     #: True when submit() returns only once every trial has ended (local, Ray); False when it hands the
-    #: trials to a scheduler and returns (SLURM). The CLI closes the sweep's parent run only for blocking ones.
+    #: trials to a scheduler and returns (SLURM). The parent run is closed on return only for blocking ones.
     blocking: ClassVar[bool] = True
 
-    def validate(self, sweep: SweepContext, trials: list[Any]) -> None:
+    def options(self, sweep: SweepContext) -> Section:
+        """The sweep's section for this backend, typed (validated once, when the sweep file was read)."""
+        if not isinstance(sweep.options, self.section):
+            raise OrchestratorError(f"sweep '{sweep.name}' was recorded for the {sweep.backend} backend, not "
+                                    f"{self.name}")
+        return sweep.options
+
+    def validate(self, sweep: SweepContext, trials: list[Trial]) -> None:
         """Refuse what only this backend can judge (raise OrchestratorError), before anything is recorded:
         called by ``submit`` and ``--dry-run`` ahead of the sweep's parent run. Default: nothing to check."""
 
     @abstractmethod
-    def submit(self, sweep: SweepContext, trials: list[Any]) -> None:
+    def submit(self, sweep: SweepContext, trials: list[Trial]) -> None:
         """Run ``trials`` (each through orchestrator.trial_runner) with the resources in ``sweep.options``."""
+
+    def check_resume(self, sweep: SweepContext) -> None:
+        """Raise OrchestratorError when ``resume`` cannot continue this sweep (before its parent run reopens).
+        Default: this backend resumes by submitting the sweep file again."""
+        raise OrchestratorError(f"sweep '{sweep.name}' ran on the {sweep.backend} backend; `resume` continues Ray "
+                                f"sweeps: submit its file again to resume it")
+
+    def resume(self, sweep: SweepContext, trials: list[Trial]) -> None:
+        """Continue the unfinished ``trials`` from the backend's own saved state (default: submit them)."""
+        self.submit(sweep, trials)
 
     def status(self, sweep: SweepContext) -> list[TrialStatus]:
         """Each trial's state. The default reads the trial folders, which every backend writes through the

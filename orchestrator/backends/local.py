@@ -22,12 +22,16 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from convit.exitcodes import EXIT_INTERRUPTED, EXIT_OK
+from convit.records import read_json, read_metrics, write_json
 from orchestrator.backends.base import Backend
 from orchestrator.errors import OrchestratorError
+from orchestrator.preflight import planned_epochs
 from orchestrator.sections import LocalSection
-from orchestrator.trial_runner import EXIT_DONE, EXIT_INTERRUPTED, THREADS_ENV
-from orchestrator.workdir import (SweepContext, TrialStatus, pid_alive, read_json, read_metrics, read_trials,
-                                  trial_status, write_json)
+from orchestrator.status import TrialStatus, pid_alive, read_status, trial_status
+from orchestrator.threads import thread_env
+from orchestrator.trial import Trial
+from orchestrator.workdir import SweepContext, read_trials, write_trial_record
 
 STATE_FILE = "local.json"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -35,7 +39,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 @dataclass
 class _Running:
-    trial: Any
+    trial: Trial
     proc: subprocess.Popen[bytes]
     gpus: list[str]
     log: Any
@@ -55,7 +59,7 @@ def _visible_gpus() -> list[str]:
     if env is not None:
         return [g for g in env.split(",") if g.strip()]
     try:
-        import torch
+        import torch  # heavy: only asked when a sweep wants GPUs and CUDA_VISIBLE_DEVICES is unset
 
         return [str(i) for i in range(torch.cuda.device_count())]
     except Exception:  # noqa: BLE001 - no torch or no driver: no GPUs
@@ -64,6 +68,7 @@ def _visible_gpus() -> list[str]:
 
 class LocalBackend(Backend):
     name = "local"
+    section = LocalSection
     blocking = True
 
     def __init__(self, console: Console | None = None, poll_s: float = 0.5):
@@ -72,13 +77,16 @@ class LocalBackend(Backend):
         self._stop_requested = False
 
     # ---------------------------------------------------------------------------------------------- submit
-    def submit(self, sweep: SweepContext, trials: list[Any]) -> None:
-        opts = LocalSection.model_validate(sweep.options or {})
+    def options(self, sweep: SweepContext) -> LocalSection:
+        return super().options(sweep)  # type: ignore[return-value]
+
+    def submit(self, sweep: SweepContext, trials: list[Trial]) -> None:
+        opts = self.options(sweep)
         slots, gpu_pool = self._capacity(opts)
         state_path = sweep.sweep_dir / STATE_FILE
         write_json(state_path, {"scheduler_pid": os.getpid(), "started": time.time()})
         previous = self._trap_sigterm()
-        queue: deque[Any] = deque(trials)
+        queue: deque[Trial] = deque(trials)
         running: dict[str, _Running] = {}
         counts = {"done": 0, "failed": 0, "interrupted": 0}
         try:
@@ -128,23 +136,20 @@ class LocalBackend(Backend):
             slots = min(slots, len(gpus) // opts.gpus_per_trial)
         return slots, gpus
 
-    def _start(self, sweep: SweepContext, trial: Any, opts: LocalSection, gpu_pool: list[str],
+    def _start(self, sweep: SweepContext, trial: Trial, opts: LocalSection, gpu_pool: list[str],
                running: dict[str, _Running], progress: Progress) -> None:
         trial_dir = sweep.trial_dir(trial.id)
         trial_dir.mkdir(parents=True, exist_ok=True)
-        if not (trial_dir / "trial.json").exists():
-            write_json(trial_dir / "trial.json", trial.to_dict())
+        write_trial_record(trial_dir, trial)
         gpus = [gpu_pool.pop(0) for _ in range(opts.gpus_per_trial)]
         env = dict(os.environ)
-        threads = str(opts.cpus_per_trial)
-        env.update({"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, THREADS_ENV: threads,
-                    "CUDA_VISIBLE_DEVICES": ",".join(gpus), "PYTHONUNBUFFERED": "1",
+        env.update({**thread_env(opts.cpus_per_trial), "CUDA_VISIBLE_DEVICES": ",".join(gpus), "PYTHONUNBUFFERED": "1",
                     "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)})
         log = open(trial_dir / "trial.log", "ab")
         proc = subprocess.Popen([sys.executable, "-m", "orchestrator.trial_runner", str(trial_dir)],
                                 stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         entry = _Running(trial, proc, gpus, log)
-        entry.task = progress.add_task(f"  {trial.name}", total=_epochs(trial), completed=len(read_metrics(trial_dir)))
+        entry.task = progress.add_task(f"  {trial.name}", total=planned_epochs(trial), completed=len(read_metrics(trial_dir)))
         running[trial.id] = entry
         progress.console.print(f"started  {trial.id}  {trial.name}  (pid {proc.pid})")
 
@@ -160,7 +165,7 @@ class LocalBackend(Backend):
                 progress.remove_task(entry.task)
             del running[trial_id]
             minutes = (time.time() - entry.started) / 60
-            if code == EXIT_DONE:
+            if code == EXIT_OK:
                 counts["done"] += 1
                 progress.console.print(f"[green]done[/]     {trial_id}  {entry.trial.name}  ({minutes:.1f} min)")
             elif code == EXIT_INTERRUPTED or self._stop_requested:
@@ -168,7 +173,7 @@ class LocalBackend(Backend):
                 progress.console.print(f"[yellow]stopped[/]  {trial_id}  {entry.trial.name}  (resubmit to resume)")
             else:
                 counts["failed"] += 1
-                reason = (read_json(sweep.trial_dir(trial_id) / "status.json", {}) or {}).get("error") or f"exit {code}"
+                reason = read_status(sweep.trial_dir(trial_id)).get("error") or f"exit {code}"
                 progress.console.print(f"[red]failed[/]   {trial_id}  {entry.trial.name}: {reason}  "
                                        f"(log: {sweep.trial_dir(trial_id) / 'trial.log'})")
 
@@ -199,7 +204,7 @@ class LocalBackend(Backend):
                         console=self.console, transient=False)
 
     @staticmethod
-    def _summary(sweep: SweepContext, counts: dict[str, int], running: dict[str, Any], queue: deque[Any]) -> str:
+    def _summary(sweep: SweepContext, counts: dict[str, int], running: dict[str, Any], queue: deque[Trial]) -> str:
         parts = [f"[green]{counts['done']} done[/]", f"{len(running)} running", f"{len(queue)} queued"]
         if counts["failed"]:
             parts.append(f"[red]{counts['failed']} failed[/]")
@@ -229,7 +234,7 @@ class LocalBackend(Backend):
             for pid in pids:
                 _signal(pid, signal.SIGTERM)
             targets = pids
-        grace = LocalSection.model_validate(sweep.options or {}).stop_grace_s + 10
+        grace = self.options(sweep).stop_grace_s + 10
         deadline = time.time() + grace
         while time.time() < deadline and any(pid_alive(p) for p in targets):
             time.sleep(0.2)
@@ -244,8 +249,3 @@ def _signal(pid: int, sig: int) -> None:
     except ProcessLookupError:
         pass
 
-
-def _epochs(trial: Any) -> int | None:
-    from orchestrator.preflight import planned_epochs
-
-    return planned_epochs(trial)

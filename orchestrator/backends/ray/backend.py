@@ -8,7 +8,7 @@ values Tune chooses are PBT's mutations.
 
 Layout in the sweep folder: ``ray.json`` (driver pid, Tune experiment path), ``ray/<experiment>/`` (Tune's
 storage_path: experiment state and reported checkpoints), ``ray/identity/`` and ``ray/stops/`` (see
-ray_trainable and ray_schedulers). Each trial folder gets ``ray_worker.json`` (the worker's pid, for status and
+:mod:`.trainable` and :mod:`.schedulers`). Each trial folder gets ``ray_worker.json`` (the worker's pid, for status and
 tests) and, when a scheduler ended it early, ``ray_stopped.json``.
 
 ``submit`` blocks until Tune has finished; ``cancel`` sends SIGINT to the driver, which Tune turns into a clean
@@ -18,46 +18,51 @@ stop with its state saved; ``convit-sweep resume SWEEP`` continues an interrupte
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import signal
 import socket
-import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
+import ray
+from ray import tune
 from rich.console import Console
 
+from convit.records import is_finished, read_json, write_json
 from orchestrator.backends.base import Backend
-from orchestrator.backends.ray_schedulers import asha_rungs, build_scheduler, mutation_bounds
-from orchestrator.backends.ray_trainable import (CANCEL_FILE, STOPPED_FILE, WORKER_FILE, ray_dir, record_early_stop,
+from orchestrator.backends.ray.pbt import mutated_values, with_values
+from orchestrator.backends.ray.schedulers import asha_rungs, build_scheduler
+from orchestrator.backends.ray.session import STATE_FILE, local_ray_pids, ray_session, reap_orphans, wait_dead
+from orchestrator.backends.ray.trainable import (CANCEL_FILE, STOPPED_FILE, WORKER_FILE, ray_dir, record_early_stop,
                                                 stop_markers, train_trial)
 from orchestrator.errors import OrchestratorError
-from orchestrator.sections import RaySection
-from orchestrator.workdir import (SweepContext, TrialStatus, pid_alive, read_json, read_trials, trial_status,
-                                  write_json, write_status)
-
-STATE_FILE = "ray.json"
-#: Set for the driver and every worker: no TensorBoard/CSV/JSON loggers in the driver (they import torch there,
-#: +0.8 GB) and no chdir into Tune's trial folder (relative data paths keep working).
-RAY_ENV = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_CHDIR_TO_TRIAL_DIR": "0"}
-LOCAL_OBJECT_STORE_BYTES = 256 * 2**20  # checkpoints go through the filesystem, not the object store
+from orchestrator.preflight import planned_epochs
+from orchestrator.sections.ray import RaySection, mutation_bounds
+from orchestrator.status import TrialStatus, pid_alive, read_status, trial_status, write_status
+from orchestrator.tracking import Tracker
+from orchestrator.trial import Trial
+from orchestrator.trial_runner import RUN_ID_FILE
+from orchestrator.workdir import SweepContext, read_trials
 
 
 class RayBackend(Backend):
     name = "ray"
+    section = RaySection
     blocking = True
 
     def __init__(self, console: Console | None = None):
         self.console = console or Console(stderr=True)
 
     # ---------------------------------------------------------------------------------------- submit
-    def validate(self, sweep: SweepContext, trials: list[Any]) -> None:
-        _check_trials(RaySection.model_validate(sweep.options or {}), trials)
+    def options(self, sweep: SweepContext) -> RaySection:
+        return super().options(sweep)  # type: ignore[return-value]
 
-    def submit(self, sweep: SweepContext, trials: list[Any]) -> None:
-        opts = RaySection.model_validate(sweep.options or {})
+    def validate(self, sweep: SweepContext, trials: list[Trial]) -> None:
+        _check_trials(self.options(sweep), trials)
+
+    def submit(self, sweep: SweepContext, trials: list[Trial]) -> None:
+        opts = self.options(sweep)
         _check_trials(opts, trials)
         experiment = f"tune-{time.strftime('%Y%m%d-%H%M%S')}"
         with ray_session(opts, self.console):
@@ -65,15 +70,32 @@ class RayBackend(Backend):
             tuner = self._tuner(sweep, opts, trials, experiment)
             self._run(sweep, tuner, str(ray_dir(sweep.sweep_dir) / experiment), opts)
 
+    # ---------------------------------------------------------------------------------------- resume
+    def check_resume(self, sweep: SweepContext) -> None:
+        state = read_json(sweep.sweep_dir / STATE_FILE, {}) or {}
+        if state.get("host") == socket.gethostname() and pid_alive(state.get("driver_pid")):
+            raise OrchestratorError(f"sweep '{sweep.name}' is still running (driver pid {state['driver_pid']}); "
+                                    f"`convit-sweep cancel {sweep.name}` stops it")
+
+    def resume(self, sweep: SweepContext, trials: list[Trial]) -> None:
+        """With Tune's experiment state: Tuner.restore (unfinished and errored trials resume from their
+        checkpoints; ASHA rungs and PBT state are kept). Without it (the driver died before Tune saved any), the
+        unfinished trials run in a new Tune experiment, each resuming from its own checkpoints."""
+        if self.restore(sweep):
+            path = (read_json(sweep.sweep_dir / STATE_FILE, {}) or {}).get("experiment_path")
+            self.console.print(f"resumed the Tune experiment {path}", highlight=False)
+            return
+        self.console.print(f"no Tune state to restore: running the {len(trials)} unfinished trial(s) again "
+                           "(each resumes from its checkpoints)")
+        self.submit(sweep, trials)
+
     def restore(self, sweep: SweepContext) -> bool:
         """Continue the sweep's last Tune experiment; False when there is none to restore."""
-        from ray import tune
-
         state = read_json(sweep.sweep_dir / STATE_FILE, {}) or {}
         path = state.get("experiment_path")
         if not path or not tune.Tuner.can_restore(path):
             return False
-        opts = RaySection.model_validate(sweep.options or {})
+        opts = self.options(sweep)
         with ray_session(opts, self.console):
             _check_cluster(opts)
             tuner = tune.Tuner.restore(path, trainable=_trainable(sweep, opts), resume_unfinished=True,
@@ -81,11 +103,7 @@ class RayBackend(Backend):
             self._run(sweep, tuner, path, opts)
         return True
 
-    def _tuner(self, sweep: SweepContext, opts: RaySection, trials: list[Any], experiment: str) -> Any:
-        from ray import tune
-
-        from orchestrator.preflight import planned_epochs
-
+    def _tuner(self, sweep: SweepContext, opts: RaySection, trials: list[Trial], experiment: str) -> Any:
         epochs = max(planned_epochs(t) or t.config.epochs or 1 for t in trials)
         section = opts.scheduler
         scheduler = build_scheduler(section, epochs, ray_dir(sweep.sweep_dir) / "stops")
@@ -113,7 +131,7 @@ class RayBackend(Backend):
         (ray_dir(sweep.sweep_dir) / CANCEL_FILE).unlink(missing_ok=True)
         write_json(state_path, {"driver_pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
                                 "experiment_path": experiment_path, "address": opts.address,
-                                "ray_pids": list(_LOCAL_RAY_PIDS)})
+                                "ray_pids": local_ray_pids()})
         try:
             results = tuner.fit()
         finally:
@@ -130,14 +148,12 @@ class RayBackend(Backend):
         """Record what the trial processes could not, once their workers are gone (Tune ends a worker without
         waiting for its training thread): trials a scheduler stopped early become finished runs; trials ended
         mid-epoch (a cancel, a time limit) interrupted ones, with their MLflow runs KILLED."""
-        from orchestrator.tracking import Tracker
-
         stops = stop_markers(sweep.sweep_dir)
         tracker = None
         for trial in read_trials(sweep):
             trial_dir = sweep.trial_dir(trial.id)
-            info = read_json(trial_dir / "status.json", {}) or {}
-            if (trial_dir / "final.json").exists() or (trial_dir / STOPPED_FILE).exists():
+            info = read_status(trial_dir)
+            if is_finished(trial_dir) or (trial_dir / STOPPED_FILE).exists():
                 continue
             if trial.id in stops:
                 self._wait_worker(trial_dir, info)
@@ -147,7 +163,7 @@ class RayBackend(Backend):
                 continue
             self._wait_worker(trial_dir, info)
             write_status(trial_dir, "interrupted", error="stopped by Ray before a checkpoint; resume or resubmit")
-            run_id = (read_json(trial_dir / "mlflow_run.json") or {}).get("run_id")
+            run_id = (read_json(trial_dir / RUN_ID_FILE) or {}).get("run_id")
             if run_id:
                 tracker = tracker or Tracker(sweep.tracking_uri)
                 with contextlib.suppress(Exception):
@@ -157,9 +173,9 @@ class RayBackend(Backend):
     def _wait_worker(trial_dir: Path, info: dict[str, Any]) -> None:
         worker = read_json(trial_dir / WORKER_FILE, {}) or {}
         if worker.get("host") == socket.gethostname():
-            _wait_dead(worker.get("pid"), timeout=15)
+            wait_dead(worker.get("pid"), timeout=15)
         if info.get("host") == socket.gethostname() and info.get("pid") != os.getpid():
-            _wait_dead(info.get("pid"), timeout=15)
+            wait_dead(info.get("pid"), timeout=15)
 
     # ---------------------------------------------------------------------------------- status/cancel
     def status(self, sweep: SweepContext) -> list[TrialStatus]:
@@ -199,7 +215,7 @@ class RayBackend(Backend):
         for sig, wait_s in ((signal.SIGINT, 60), (signal.SIGTERM, 15), (signal.SIGKILL, 5)):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid), sig)
-            if _wait_dead(pid, wait_s):
+            if wait_dead(pid, wait_s):
                 return
 
 
@@ -209,18 +225,12 @@ def _trial_name(trial: Any) -> str:
 
 
 def _trainable(sweep: SweepContext, opts: RaySection) -> Any:
-    from ray import tune
-
     resources = {"cpu": opts.cpus_per_trial, "gpu": opts.gpus_per_trial}
     return tune.with_resources(tune.with_parameters(train_trial, sweep_dir=str(sweep.sweep_dir)), resources)
 
 
-def _initial_values(trials: list[Any], keys: list[str]) -> dict[str, Any]:
+def _initial_values(trials: list[Trial], keys: list[str]) -> dict[str, Any]:
     """PBT needs its mutated keys in each Tune trial's config: each takes its own trial's value."""
-    from ray import tune
-
-    from orchestrator.backends.ray_pbt import mutated_values
-
     values = {t.id: mutated_values(t.config, keys) for t in trials}
     return {key: tune.sample_from(_ValueOf(values, key)) for key in keys}
 
@@ -235,7 +245,7 @@ class _ValueOf:
         return self.values[spec.config["trial_id"]][self.key]
 
 
-def _check_trials(opts: RaySection, trials: list[Any]) -> None:
+def _check_trials(opts: RaySection, trials: list[Trial]) -> None:
     """Problems only visible with the trials at hand, reported before Ray starts."""
     section = opts.scheduler
     if section.type in ("asha", "pbt") and section.metric.startswith(("val_", "best_val_", "ema_val_")):
@@ -246,10 +256,6 @@ def _check_trials(opts: RaySection, trials: list[Any]) -> None:
                                     "the end (eval_every: 0); set eval_every: 1 (or a few epochs)")
     if section.type != "pbt":
         return
-    from orchestrator.backends.ray_pbt import with_values
-
-    from orchestrator.backends.ray_pbt import mutated_values
-
     problems = []
     for key, (low, high) in mutation_bounds(section.hyperparam_mutations).items():
         unset = [t.name for t in trials if not isinstance(mutated_values(t.config, [key])[key], (int, float))]
@@ -275,171 +281,9 @@ def _check_trials(opts: RaySection, trials: list[Any]) -> None:
 
 
 def _check_cluster(opts: RaySection) -> None:
-    import ray
-
     total = ray.cluster_resources()
     cpus, gpus = total.get("CPU", 0.0), total.get("GPU", 0.0)
     if opts.cpus_per_trial > cpus or opts.gpus_per_trial > gpus:
         raise OrchestratorError(f"a trial asks for {opts.cpus_per_trial:g} CPU(s) and {opts.gpus_per_trial:g} GPU(s) "
                                 f"but the Ray cluster has {cpus:g} CPU(s) and {gpus:g} GPU(s) in all: lower "
                                 "ray.cpus_per_trial/gpus_per_trial or use a bigger cluster")
-
-
-def _wait_dead(pid: Any, timeout: float) -> bool:
-    deadline = time.time() + timeout
-    while pid and pid_alive(int(pid)):
-        if time.time() > deadline:
-            return False
-        time.sleep(0.2)
-    return True
-
-
-@contextlib.contextmanager
-def ray_session(opts: RaySection, console: Console | None = None) -> Iterator[None]:
-    """Ray for one submit: a private local instance on 127.0.0.1 (shut down afterwards), or the cluster at
-    ``opts.address``; a Ray already initialised in this process (a notebook, a test) is used as it is."""
-    os.environ.update(RAY_ENV)
-    import ray
-
-    # Tune's ResultGrid looks for the result files of the loggers we switch off, and warns for each trial.
-    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
-
-    if ray.is_initialized():
-        yield
-        return
-    runtime_env = {"env_vars": {**RAY_ENV, **_forwarded_env()}}
-    common = dict(runtime_env=runtime_env, log_to_driver=True, logging_level="WARNING")
-    try:
-        if opts.address:
-            ray.init(address=opts.address, **common)
-        else:
-            ray.init(address="local", num_cpus=opts.num_cpus or _cpu_count(), num_gpus=opts.num_gpus,
-                     include_dashboard=opts.dashboard, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
-                     object_store_memory=LOCAL_OBJECT_STORE_BYTES, **common)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        where = f"the Ray cluster at {opts.address}" if opts.address else "a local Ray"
-        raise OrchestratorError(f"could not start or reach {where}: {exc}") from exc
-    if not opts.address:
-        _remember_local_ray()
-    try:
-        yield
-    finally:
-        ray.shutdown()
-        for pid in _LOCAL_RAY_PIDS:  # shutdown returns before the processes are gone: do not leave them behind
-            _wait_dead(pid, timeout=10)
-        _LOCAL_RAY_PIDS.clear()
-
-
-_LOCAL_RAY_PIDS: list[int] = []
-
-
-def _remember_local_ray() -> None:
-    """The pids of the private Ray's processes (head services, raylet and the agents it started), kept in
-    ray.json: a driver killed with SIGKILL leaves the agents running, and the next submit/resume reaps them."""
-    import ray
-
-    try:
-        node = ray._private.worker._global_node  # noqa: SLF001 - the only handle on the local node's processes
-        pids = [info.process.pid for infos in node.all_processes.values() for info in infos if info.process]
-    except AttributeError:
-        return
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) in pids and _is_ray_process(int(stat.parent.name)):
-            children.append(int(stat.parent.name))
-    _LOCAL_RAY_PIDS[:] = sorted(set(pids + children))
-
-
-def _is_ray_process(pid: int) -> bool:
-    try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return False
-    return cmd.startswith("ray::") or "/ray/" in cmd
-
-
-def reap_orphans(sweep: SweepContext) -> list[int]:
-    """Kill what is left of the private Ray of a driver that died without shutting it down (by recorded pid,
-    only processes that are still Ray's)."""
-    state = read_json(sweep.sweep_dir / STATE_FILE, {}) or {}
-    if state.get("host") != socket.gethostname() or pid_alive(state.get("driver_pid")):
-        return []
-    killed = [pid for pid in state.get("ray_pids", []) if pid_alive(pid) and _is_ray_process(pid)]
-    for pid in killed:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    return killed
-
-
-def _forwarded_env() -> dict[str, str]:
-    """Settings the trial processes need from the submitting shell (absolute, since workers may run elsewhere)."""
-    out = {}
-    for name in ("CONVIT_DATA_ROOT", "MLFLOW_TRACKING_URI"):
-        if os.environ.get(name):
-            value = os.environ[name]
-            out[name] = str(Path(value).resolve()) if name == "CONVIT_DATA_ROOT" else value
-    return out
-
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-# ------------------------------------------------------------------------------------------------- resume
-def resume_command(sweep_name: str, workdir: Path | None, console: Console) -> int:
-    """``convit-sweep resume SWEEP``: continue an interrupted Ray sweep where Tune left it.
-
-    With Tune's experiment state: Tuner.restore (unfinished and errored trials resume from their checkpoints;
-    ASHA rungs and PBT state are kept). Without it (the driver died before Tune saved any), the unfinished
-    trials run in a new Tune experiment, each resuming from its own checkpoints. Exit codes as for submit.
-    """
-    from orchestrator.sweep import finished_on_disk
-    from orchestrator.tracking import Tracker
-    from orchestrator.workdir import resolve_workdir
-
-    ctx = SweepContext.load(resolve_workdir(workdir), sweep_name)
-    if ctx.backend != "ray":
-        raise OrchestratorError(f"sweep '{ctx.name}' ran on the {ctx.backend} backend; `resume` continues Ray "
-                                f"sweeps: submit its file again to resume it")
-    state = read_json(ctx.sweep_dir / STATE_FILE, {}) or {}
-    if state.get("host") == socket.gethostname() and pid_alive(state.get("driver_pid")):
-        raise OrchestratorError(f"sweep '{ctx.name}' is still running (driver pid {state['driver_pid']}); "
-                                f"`convit-sweep cancel {ctx.name}` stops it")
-    trials = read_trials(ctx)
-    tracker = Tracker(ctx.tracking_uri)
-    spec_text = (ctx.sweep_dir / "spec.yaml").read_text() if (ctx.sweep_dir / "spec.yaml").exists() else ""
-    ctx.parent_run_id = tracker.start_sweep(experiment=ctx.experiment, sweep_id=ctx.sweep_id, spec_text=spec_text,
-                                            axes=ctx.axes, backend=ctx.backend, git_commit=ctx.git_commit,
-                                            n_trials=len(trials))
-    backend = RayBackend(console=console)
-    try:
-        if backend.restore(ctx):
-            console.print(f"resumed the Tune experiment {state.get('experiment_path')}")
-        else:
-            done = finished_on_disk(ctx, trials) | tracker.finished_trial_ids(ctx.experiment, ctx.sweep_id)
-            todo = [t for t in trials if t.id not in done]
-            console.print(f"no Tune state to restore: running the {len(todo)} unfinished trial(s) again "
-                          "(each resumes from its checkpoints)")
-            if todo:
-                backend.submit(ctx, todo)
-    except BaseException:
-        tracker.end_run(ctx.parent_run_id, "KILLED")
-        raise
-    statuses = backend.status(ctx)
-    states = {s.state for s in statuses}
-    tracker.end_run(ctx.parent_run_id, "FINISHED" if states <= {"done"} else
-                    ("FAILED" if "failed" in states else "KILLED"))
-    for s in statuses:
-        console.print(f"{s.trial_id}  {s.name:40s} {s.state:12s} {s.detail}", highlight=False)
-    return 0 if states <= {"done"} else 1
-
-
-if __name__ == "__main__":  # pragma: no cover - a debugging aid: python -m orchestrator.backends.ray SWEEP
-    sys.exit(resume_command(sys.argv[1], None, Console()))

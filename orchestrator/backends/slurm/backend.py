@@ -2,9 +2,9 @@
 
 ``submit`` resolves the sweep's ``slurm`` section (its cluster profile already merged in by
 :class:`~orchestrator.sections.SlurmSection`), checks the cluster, copies the code into the sweep folder
-(:mod:`.slurm_snapshot`), and submits every unfinished trial as a task of one array with
+(:mod:`.snapshot`), and submits every unfinished trial as a task of one array with
 ``submitit.AutoExecutor(cluster="slurm")``; it returns at once (``blocking = False``). Each task runs
-:class:`~orchestrator.backends.slurm_job.SlurmTrial`: the engine and MLflow logging through the trial runner,
+:class:`~orchestrator.backends.slurm.job.SlurmTrial`: the engine and MLflow logging through the trial runner,
 with exact checkpoints on USR2 (time limit, preemption) and SIGTERM, and requeues through submitit.
 
 ``status`` combines the trial folders with SLURM's view (squeue/sacct): queue state, restarts, last metrics and,
@@ -21,19 +21,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
+import submitit
 from rich.console import Console
+from submitit.core.utils import JobPaths
+from submitit.slurm.slurm import _make_sbatch_string
 
+from convit.records import read_json
 from orchestrator.backends.base import Backend
-from orchestrator.backends.slurm_cluster import (TaskState, check_time_limit, live_arrays, require_cluster,
-                                                 scancel, task_states)
-from orchestrator.backends.slurm_job import TASK_FILE, SlurmTrial
-from orchestrator.backends.slurm_profiles import sbatch_parameters
-from orchestrator.backends.slurm_snapshot import snapshot_code
-from orchestrator.backends.slurm_state import (SLURM_DIR, array_ids, close_parent_if_finished, logs_dir,
-                                               read_state, record_array)
-from orchestrator.errors import BackendUnavailable, OrchestratorError
-from orchestrator.sections import SlurmSection
-from orchestrator.workdir import SweepContext, TrialStatus, read_json, read_trials, trial_status
+from orchestrator.backends.slurm.cluster import (TaskState, check_time_limit, live_arrays, require_cluster, scancel,
+                                                 task_states)
+from orchestrator.backends.slurm.job import TASK_FILE, SlurmTrial
+from orchestrator.backends.slurm.snapshot import snapshot_code
+from orchestrator.backends.slurm.state import SLURM_DIR, array_ids, logs_dir, read_state, record_array
+from orchestrator.errors import OrchestratorError
+from orchestrator.lifecycle import KILLED, close_if_all_ended, close_sweep
+from orchestrator.sections.slurm import SlurmSection, sbatch_parameters
+from orchestrator.status import TrialStatus, trial_status
+from orchestrator.tracking import Tracker
+from orchestrator.trial import Trial
+from orchestrator.workdir import SweepContext, read_trials
 
 STDERR_TAIL_LINES = 20
 CANCEL_WAIT_S = 120.0
@@ -52,9 +59,11 @@ class SlurmPlan:
 
 
 def resolve_options(sweep: SweepContext) -> SlurmSection:
-    """The section as recorded in the sweep folder: profile values were merged at validation time, so the
-    profile is not read again (a later edit of it does not change a submitted sweep)."""
-    return SlurmSection.model_validate({**(sweep.options or {}), "profile": None})
+    """The sweep's section, typed: profile values were merged when the sweep file was validated, and the record
+    read back from sweep.json does not read the profile again (SlurmSection.from_record)."""
+    if not isinstance(sweep.options, SlurmSection):
+        raise OrchestratorError(f"sweep '{sweep.name}' was recorded for the {sweep.backend} backend, not slurm")
+    return sweep.options
 
 
 def _setup_lines(opts: SlurmSection, snapshot: Path | str) -> list[str]:
@@ -93,6 +102,7 @@ def python_command() -> str:
 
 class SlurmBackend(Backend):
     name = "slurm"
+    section = SlurmSection
     blocking = False
 
     def __init__(self, console: Console | None = None, check: bool = True):
@@ -102,14 +112,12 @@ class SlurmBackend(Backend):
 
     # ---------------------------------------------------------------------------------------------- submit
     def make_executor(self, sweep: SweepContext, opts: SlurmSection, snapshot: Path | str) -> Any:
-        import submitit
-
         executor = submitit.AutoExecutor(folder=logs_dir(sweep), cluster="slurm",
                                          slurm_max_num_timeout=opts.max_requeues, slurm_python=python_command())
         executor.update_parameters(**executor_parameters(sweep, opts, snapshot))
         return executor
 
-    def submit(self, sweep: SweepContext, trials: list[Any]) -> None:
+    def submit(self, sweep: SweepContext, trials: list[Trial]) -> None:
         opts = resolve_options(sweep)
         check_time_limit(opts.partition, opts.timeout_min)
         busy = self._queued_or_running(sweep)
@@ -128,17 +136,14 @@ class SlurmBackend(Backend):
             raise OrchestratorError(f"SLURM refused the job array: {str(exc).strip()}") from exc
         tasks = {t.id: job.job_id for t, job in zip(todo, jobs)}
         array = jobs[0].job_id.split("_")[0]
-        record_array(sweep, array, tasks, snapshot, opts.model_dump())
+        record_array(sweep, array, tasks, snapshot, opts.model_dump(mode="json"))
         self.console.print(f"submitted {len(todo)} trial(s) as SLURM job array {array} "
                            f"(at most {min(len(todo), opts.array_parallelism)} at once, {opts.timeout_min} min "
                            f"per job, up to {opts.max_requeues} time-limit requeues); logs: {logs_dir(sweep)}")
 
-    def plan(self, sweep: SweepContext, trials: list[Any]) -> SlurmPlan:
+    def plan(self, sweep: SweepContext, trials: list[Trial]) -> SlurmPlan:
         """A dry run of ``submit``: the batch script and the pickled callables, nothing written or submitted.
         Needs no cluster (the script is rendered by submitit's own generator)."""
-        import cloudpickle
-        from submitit.slurm.slurm import _make_sbatch_string
-
         opts = resolve_options(sweep)
         executor_params = executor_parameters(sweep, opts, sweep.sweep_dir / SLURM_DIR / "code-<hash>")
         sbatch: dict[str, Any] = {"job_name": executor_params.pop("name"), "time": opts.timeout_min,
@@ -156,7 +161,7 @@ class SlurmBackend(Backend):
         return SlurmPlan(script=script, tasks=len(trials), pickle_bytes=size)
 
     @staticmethod
-    def _callable(sweep: SweepContext, opts: SlurmSection, trial: Any) -> SlurmTrial:
+    def _callable(sweep: SweepContext, opts: SlurmSection, trial: Trial) -> SlurmTrial:
         return SlurmTrial(str(sweep.trial_dir(trial.id)), opts.signal_delay_s, opts.timeout_min)
 
     def _queued_or_running(self, sweep: SweepContext) -> set[str]:
@@ -223,8 +228,6 @@ class SlurmBackend(Backend):
         status.slurm = info  # type: ignore[attr-defined]  # extra, shown by `status --json`
 
     def stderr_path(self, sweep: SweepContext, job_id: str) -> Path:
-        from submitit.core.utils import JobPaths
-
         return JobPaths(logs_dir(sweep), job_id=job_id, task_id=0).stderr
 
     def stderr_tail(self, sweep: SweepContext, job_id: str, lines: int = STDERR_TAIL_LINES) -> str:
@@ -253,10 +256,5 @@ class SlurmBackend(Backend):
             if live_arrays(live):
                 raise OrchestratorError(f"SLURM job(s) {', '.join(live)} still not ended {CANCEL_WAIT_S:.0f} s after "
                                         "scancel; check `squeue`")
-        if sweep.parent_run_id and close_parent_if_finished(sweep) is None:
-            from orchestrator.tracking import Tracker
-
-            Tracker(sweep.tracking_uri).end_run(sweep.parent_run_id, "KILLED")
-
-
-__all__ = ["BackendUnavailable", "SlurmBackend", "SlurmPlan", "SlurmTrial", "resolve_options"]
+        if sweep.parent_run_id and close_if_all_ended(sweep) is None:
+            close_sweep(sweep, Tracker(sweep.tracking_uri), KILLED)

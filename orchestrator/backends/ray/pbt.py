@@ -21,32 +21,26 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from orchestrator.backends.ray_schedulers import MUTABLE_KEYS
+from convit.config import TrialConfig
+from orchestrator.keys import get_path, set_path
+from orchestrator.sections.ray import MUTABLE_KEYS
 
 
-def mutated_values(config: Any, keys: list[str]) -> dict[str, Any]:
+def mutated_values(config: TrialConfig, keys: list[str]) -> dict[str, Any]:
     """The current values of ``keys`` (dotted trial keys) in a TrialConfig."""
     data = config.model_dump(mode="json")
-    out = {}
-    for key in keys:
-        node: Any = data
-        for part in key.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        out[key] = node
-    return out
+    return {key: get_path(data, key) for key in keys}
 
 
-def with_values(config: Any, values: dict[str, Any]) -> Any:
-    """A copy of a TrialConfig with dotted keys set (validated again by the engine's model)."""
-    from orchestrator.expand import set_path
-
+def with_values(config: TrialConfig, values: dict[str, Any]) -> TrialConfig:
+    """A copy of a TrialConfig with dotted keys set (validated again by the engine: its ConfigError names the
+    key at fault)."""
     if not values:
         return config
     data = config.model_dump(mode="json")
     for key, value in values.items():
         set_path(data, key, value)
-    from_dict = getattr(type(config), "from_dict", None)  # the engine's ConfigError names the key at fault
-    return from_dict(data) if callable(from_dict) else type(config).model_validate(data)
+    return TrialConfig.from_dict(data)
 
 
 def rebase_checkpoint(state: dict[str, Any], old: Any, new: Any) -> dict[str, Any]:

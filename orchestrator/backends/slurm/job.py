@@ -19,7 +19,8 @@ sends the USR2 to itself and submitit's usual checkpoint-and-requeue path runs.
 Multi-task trials (nodes × tasks_per_node > 1) get RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT from
 submitit's TorchDistributedEnvironment; only rank 0 logs to MLflow and writes the trial folder.
 
-This module is imported inside the job (from the code snapshot), so it imports nothing heavy at module level.
+This module is imported inside the job (from the code snapshot) and by the submitting process, so torch (the
+engine) is imported only where a task needs it.
 """
 from __future__ import annotations
 
@@ -36,7 +37,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
+import submitit
 from submitit.helpers import Checkpointable, DelayedSubmission
+
+from convit.records import CHECKPOINTS_DIR, read_json, write_json
+from orchestrator.lifecycle import close_if_all_ended
+from orchestrator.threads import apply_thread_budget
+from orchestrator.trial import Trial
+from orchestrator.trial_runner import run_trial_process
+from orchestrator.workdir import SweepContext, read_trial_record
 
 TASK_FILE = "slurm_task.json"  # in the trial folder: one entry per start of the trial's array task
 LINGER_S = 120.0  # after a SIGTERM-stop, how long to wait for SLURM's kill (or a USR2) before giving up
@@ -128,13 +137,11 @@ class SlurmTrial(Checkpointable):
 
     # -------------------------------------------------------------------------------------------- the task
     def __call__(self) -> dict[str, float]:
-        import submitit
-
         started = process_start_time()
         env = submitit.JobEnvironment()
         if env.num_tasks > 1:
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=True)
-        _apply_cpu_budget()
+        apply_thread_budget(os.environ.get("SLURM_CPUS_PER_TASK"))  # the CPUs SLURM gave this task
         rank = env.global_rank
         runtime = _Runtime(control=_make_control(self))
         self._runtime = runtime
@@ -160,12 +167,8 @@ class SlurmTrial(Checkpointable):
         return runtime.result
 
     def _rank0_target(self) -> Callable[[], Any]:
-        from orchestrator.expand import Trial
-        from orchestrator.trial_runner import run_trial_process
-        from orchestrator.workdir import SweepContext, read_json
-
         trial_dir = Path(self.trial_dir)
-        trial = Trial.from_dict(read_json(trial_dir / "trial.json"))
+        trial = _read_trial(trial_dir)
         ctx = SweepContext.for_trial_dir(trial_dir)
         tags = {"slurm_restart_count": os.environ.get("SLURM_RESTART_COUNT", "0")}
         assert self._runtime is not None
@@ -174,12 +177,10 @@ class SlurmTrial(Checkpointable):
 
     def _worker_target(self) -> Callable[[], Any]:
         """Ranks > 0 train without MLflow; the engine writes nothing on them."""
-        from convit.engine import run_trial
-        from orchestrator.expand import Trial
-        from orchestrator.workdir import read_json
+        from convit.engine import run_trial  # heavy: torch, in the task only
 
         trial_dir = Path(self.trial_dir)
-        trial = Trial.from_dict(read_json(trial_dir / "trial.json"))
+        trial = _read_trial(trial_dir)
         assert self._runtime is not None
         control = self._runtime.control
         return lambda: run_trial(trial.config, trial_dir, control=control)
@@ -212,7 +213,7 @@ class SlurmTrial(Checkpointable):
 
     def _finish_error(self, error: BaseException, rank: int) -> None:
         """A stop after SIGTERM waits for SLURM (kill, or the USR2 of a preemption); anything else fails."""
-        from convit.engine import TrialInterrupted
+        from convit.engine import TrialInterrupted  # heavy: torch, in the task only
 
         runtime = self._runtime
         assert runtime is not None
@@ -257,21 +258,17 @@ class SlurmTrial(Checkpointable):
 
     # ---------------------------------------------------------------------------------------- records
     def _record_start(self, env: Any, started: float) -> None:
-        from orchestrator.workdir import read_json, write_json
-
         path = Path(self.trial_dir) / TASK_FILE
         record = read_json(path, {}) or {}
         starts = list(record.get("starts", []))
-        saved = sorted((Path(self.trial_dir) / "checkpoints").glob("ckpt-*.pt"))
+        saved = sorted((Path(self.trial_dir) / CHECKPOINTS_DIR).glob("ckpt-*.pt"))
         starts.append({"job_id": env.job_id, "restart_count": int(os.environ.get("SLURM_RESTART_COUNT", "0")),
                        "host": socket.gethostname(), "process_start": started, "call": time.time(),
-                       "code": str(Path(__file__).resolve().parents[2]), "num_tasks": env.num_tasks,
+                       "code": str(Path(__file__).resolve().parents[3]), "num_tasks": env.num_tasks,
                        "resume_from": saved[-1].name if saved else None})
         write_json(path, {**record, "starts": starts})
 
     def _record_first_step(self, started: float) -> bool:
-        from orchestrator.workdir import read_json, write_json
-
         runtime = self._runtime
         if runtime is None or runtime.first_step is None:
             return False
@@ -286,10 +283,7 @@ class SlurmTrial(Checkpointable):
     def _maybe_close_sweep(self) -> None:
         """The last trial to end closes the sweep's parent MLflow run (nobody waits on a SLURM sweep)."""
         try:
-            from orchestrator.backends.slurm_state import close_parent_if_finished
-            from orchestrator.workdir import SweepContext
-
-            close_parent_if_finished(SweepContext.for_trial_dir(Path(self.trial_dir)))
+            close_if_all_ended(SweepContext.for_trial_dir(Path(self.trial_dir)))
         except Exception:  # noqa: BLE001 - bookkeeping must not turn a finished trial into a failed task
             _log("could not update the sweep's parent run:\n" + traceback.format_exc())
 
@@ -302,25 +296,17 @@ def _ignore_late_signals() -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
-def _apply_cpu_budget() -> None:
-    """Torch threads = the CPUs SLURM gave this task (the trial runner reads CONVIT_NUM_THREADS)."""
-    from orchestrator.trial_runner import THREADS_ENV
-
-    cpus = os.environ.get("SLURM_CPUS_PER_TASK")
-    if cpus:
-        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", THREADS_ENV):
-            os.environ.setdefault(name, cpus)
-    threads = os.environ.get(THREADS_ENV)
-    if threads:
-        import torch
-
-        torch.set_num_threads(int(threads))
+def _read_trial(trial_dir: Path) -> Trial:
+    trial = read_trial_record(trial_dir)
+    if trial is None:
+        raise FileNotFoundError(f"no trial record in {trial_dir}")
+    return trial
 
 
 def _make_control(owner: SlurmTrial) -> Any:
     """The engine's TrialControl, noting when the engine first polls it: the end of the first optimizer step
     (what the benchmark reports as a task's start-up overhead)."""
-    from convit.engine import TrialControl
+    from convit.engine import TrialControl  # heavy: torch, in the task only
 
     class _Control(TrialControl):
         @property

@@ -2,57 +2,26 @@
 
 Every trial's config is built in full and validated by the engine's ``TrialConfig``, so out-of-range values and
 cross-field problems surface here, before anything is submitted, located at the line that set the value.
-A trial's id is a short hash of its resolved config: the same YAML gives the same ids whatever the key order,
-and a trial already run elsewhere is recognised by its id.
+Trial ids come from :func:`orchestrator.trial.trial_id` (a hash of the resolved config).
 """
 from __future__ import annotations
 
 import copy
-import hashlib
 import itertools
 import json
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from convit.config import set_exclusive
+from convit.config import ConfigError, TrialConfig, set_exclusive
 from orchestrator.errors import SpecError, SpecIssue
-from orchestrator.spec import (COMMAND_LINE, SEED_KEY, VARIANT_KEY, DocPath, Provenance, SweepSpec, base_leaves, display_key,
-                               parse_spec_partial, read_spec_text, trial_config_class, variant_leaves)
-
-ID_LENGTH = 12
-
-
-@dataclass(frozen=True)
-class Trial:
-    """One training run of a sweep: its id, a readable name, the full config and the swept values."""
-
-    id: str
-    name: str
-    config: Any  # convit.config.TrialConfig
-    axes: dict[str, Any] = field(default_factory=dict)
-
-    def config_dict(self) -> dict[str, Any]:
-        return self.config.model_dump(mode="json")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "axes": self.axes, "config": self.config_dict()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Trial":
-        config = trial_config_class().model_validate(data["config"])
-        return cls(id=data["id"], name=data["name"], config=config, axes=dict(data.get("axes", {})))
-
-
-def trial_id(config: BaseModel) -> str:
-    """The engine's config hash, shortened; a canonical-JSON hash if the engine offers none."""
-    hasher = getattr(config, "config_hash", None)
-    full = hasher() if callable(hasher) else hashlib.sha256(
-        json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
-    return str(full)[:ID_LENGTH]
+from orchestrator.keys import DocPath, display_key, leaf_name, set_path
+from orchestrator.spec.marks import COMMAND_LINE, Provenance
+from orchestrator.spec.model import SEED_KEY, VARIANT_KEY, SweepSpec, base_leaves, variant_leaves
+from orchestrator.text import pydantic_problems
+from orchestrator.trial import Trial, trial_id
 
 
 # ------------------------------------------------------------------------------------------------ combinations
@@ -131,24 +100,6 @@ def _same(a: Any, b: Any) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- resolving
-def set_path(config: dict[str, Any], key: str, value: Any) -> None:
-    """Set a dotted key, creating intermediate mappings; a mapping value merges into an existing one."""
-    parts = key.split(".")
-    node = config
-    for part in parts[:-1]:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = {} if child is None or not hasattr(child, "model_dump") else child.model_dump()
-            node[part] = child
-        node = child
-    leaf = parts[-1]
-    if isinstance(value, dict) and isinstance(node.get(leaf), dict) and value:
-        for k, v in value.items():
-            set_path(node[leaf], k, v)
-    else:
-        node[leaf] = copy.deepcopy(value)
-
-
 def resolve_base(spec: SweepSpec) -> tuple[dict[str, Any], Provenance]:
     """The preset's full config (or the engine defaults) with ``base``'s keys merged in.
 
@@ -157,7 +108,7 @@ def resolve_base(spec: SweepSpec) -> tuple[dict[str, Any], Provenance]:
     prov = Provenance(spec.marks)
     config: dict[str, Any] = {}
     if spec.preset is not None:
-        config = trial_config_class().preset(spec.preset).model_dump(mode="json")  # type: ignore[attr-defined]
+        config = TrialConfig.preset(spec.preset).model_dump(mode="json")
     leaves = base_leaves(spec.base)
     set_exclusive(config, {key: value for key, value, _ in leaves if "." not in key})
     for key, value, path in leaves:
@@ -168,10 +119,10 @@ def resolve_base(spec: SweepSpec) -> tuple[dict[str, Any], Provenance]:
 
 def trial_name(axes: dict[str, Any]) -> str:
     """'model=convit_tiny,fraction=0.1,seed=0': the last part of each key unless two axes share it."""
-    leaves = [k.split(".")[-1] for k in axes]
+    leaves = [leaf_name(k) for k in axes]
     parts = []
     for key, value in axes.items():
-        label = key.split(".")[-1] if leaves.count(key.split(".")[-1]) == 1 else key
+        label = leaf_name(key) if leaves.count(leaf_name(key)) == 1 else key
         parts.append(f"{label}={_fmt(value)}")
     return ",".join(parts)
 
@@ -191,7 +142,6 @@ def expand(spec: SweepSpec, *, whole_sweep_checks: bool = True) -> list[Trial]:
     structural problems, which would make "duplicate trials" or "no trials" misleading).
     """
     base, prov = resolve_base(spec)
-    config_cls = trial_config_class()
     trials: list[Trial] = []
     issues: list[SpecIssue] = []
     paths_of: dict[str, dict[str, DocPath]] = {}
@@ -205,7 +155,7 @@ def expand(spec: SweepSpec, *, whole_sweep_checks: bool = True) -> list[Trial]:
             set_path(raw, key, value)
         name = trial_name(point.axes) or spec.name
         try:
-            config = _validate(config_cls, raw)
+            config = TrialConfig.from_dict(raw)
         except ValueError as exc:
             issues += _validation_issues(exc, prov, point, name)
             continue
@@ -223,25 +173,12 @@ def expand(spec: SweepSpec, *, whole_sweep_checks: bool = True) -> list[Trial]:
     return trials
 
 
-def _validate(config_cls: Any, raw: dict[str, Any]) -> Any:
-    """The engine's validation; ``from_dict`` reports dotted key paths (model_kwargs included)."""
-    from_dict = getattr(config_cls, "from_dict", None)
-    return from_dict(raw) if callable(from_dict) else config_cls.model_validate(raw)
-
-
 def _problems(exc: ValueError) -> list[tuple[str, str]]:
     """(dotted key, message) pairs from the engine's ConfigError or a pydantic ValidationError."""
     if isinstance(exc, ValidationError):
-        out = []
-        for err in exc.errors():
-            message = err["msg"].removeprefix("Value error, ")
-            if "input" in err and not isinstance(err["input"], (dict, list)) and err["type"] != "value_error":
-                message += f" (got {err['input']!r})"
-            out.append((".".join(str(p) for p in err["loc"]), message))
-        return out
-    issues = getattr(exc, "issues", None)
-    if issues:
-        return [(str(getattr(i, "path", "")), str(getattr(i, "message", i))) for i in issues]
+        return pydantic_problems(exc)
+    if isinstance(exc, ConfigError):
+        return [(issue.path, issue.message) for issue in exc.issues]
     return [("", str(exc))]
 
 
@@ -309,20 +246,3 @@ def locate_trial_key(spec: SweepSpec, trial: Trial, key: str) -> SpecIssue:
         return SpecIssue(loc.file, loc.line, key if loc.file == COMMAND_LINE else f"base.{key}", "")
     return SpecIssue(loc.file, loc.line, f"base.{key}" if spec.preset is None else
                      f"base.{key} (from preset '{spec.preset}')", "")
-
-
-def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> tuple[SweepSpec, list[Trial]]:
-    """Parse, validate and expand a sweep file, reporting the problems of all stages together."""
-    text = read_spec_text(path)
-    spec, issues = parse_spec_partial(text, str(path), overrides)
-    trials: list[Trial] = []
-    if spec is not None and not any(i.key == "base.preset" for i in issues):
-        try:
-            trials = expand(spec, whole_sweep_checks=not issues)
-        except SpecError as exc:
-            # a key already reported as unknown is reported again by the engine's validation: keep one
-            unknown = {(i.file, i.line) for i in issues if "unknown" in i.message}
-            issues += [i for i in exc.issues if (i.file, i.line) not in unknown or "unknown" not in i.message]
-    if issues or spec is None:
-        raise SpecError(issues)
-    return spec, trials

@@ -25,8 +25,19 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from orchestrator.backends.ray_schedulers import EPOCHS_DONE
-from orchestrator.workdir import SweepContext, read_json, read_metrics, read_trials, write_json, write_status
+from ray import tune
+
+from convit.records import (CHECKPOINTS_DIR, CONFIG_FILE, FINAL_FILE, METRICS_FILE, read_json, read_metrics,
+                            write_json)
+from orchestrator.backends.ray.pbt import mutated_values, rebase_checkpoint, with_values
+from orchestrator.backends.ray.schedulers import EPOCHS_DONE
+from orchestrator.sections import RaySection
+from orchestrator.status import write_status
+from orchestrator.threads import THREADS_ENV, apply_thread_budget
+from orchestrator.tracking import Tracker
+from orchestrator.trial import Trial
+from orchestrator.trial_runner import RUN_ID_FILE, run_trial_process
+from orchestrator.workdir import SWEEP_FILE, SweepContext, read_trials
 
 WORKER_FILE = "ray_worker.json"  # pid, host and Tune trial id of the process running the trial now
 STOPPED_FILE = "ray_stopped.json"  # the scheduler ended the trial early (ASHA): a finished trial
@@ -76,8 +87,6 @@ class TuneReporter:
         self.pending: dict[str, float] | None = None
 
     def report(self, epoch: int, metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
-        from ray import tune
-
         self.carried.update(_tune_metrics(metrics))
         payload = {**self.carried, "epoch": float(epoch), EPOCHS_DONE: epoch + 1}
         if epoch + 1 >= self.epochs:
@@ -90,8 +99,6 @@ class TuneReporter:
             tune.report(payload, checkpoint=tune.Checkpoint.from_directory(str(staged)))
 
     def flush(self) -> None:
-        from ray import tune
-
         if self.pending is not None:
             payload, self.pending = self.pending, None
             tune.report(payload)
@@ -99,7 +106,7 @@ class TuneReporter:
     @contextlib.contextmanager
     def _staged(self, checkpoint_dir: Path, epoch: int) -> Iterator[Path]:
         """A folder with the latest engine checkpoint (a hard link: no copy here) and its meta.json."""
-        from convit.engine.checkpoint import list_checkpoints
+        from convit.engine.checkpoint import list_checkpoints  # heavy: torch
 
         latest = list_checkpoints(checkpoint_dir)[-1]
         staged = self.trial_dir / ".ray_staging"
@@ -124,10 +131,10 @@ def _position(name: str) -> tuple[int, int]:
 
 
 def _local_state(trial_dir: Path) -> tuple[str | None, tuple[int, int] | None]:
-    from convit.engine.checkpoint import list_checkpoints
+    from convit.engine.checkpoint import list_checkpoints  # heavy: torch
 
-    config_hash = (read_json(trial_dir / "config.json") or {}).get("config_hash")
-    found = list_checkpoints(trial_dir / "checkpoints")
+    config_hash = (read_json(trial_dir / CONFIG_FILE) or {}).get("config_hash")
+    found = list_checkpoints(trial_dir / CHECKPOINTS_DIR)
     return config_hash, (_position(found[-1].name) if found else None)
 
 
@@ -138,10 +145,10 @@ def _archive_segment(trial_dir: Path) -> Path:
     n = len([p for p in root.iterdir() if p.is_dir()]) if root.is_dir() else 0
     target = root / str(n)
     target.mkdir(parents=True, exist_ok=True)
-    for name in ("config.json", "metrics.jsonl", "final.json"):
+    for name in (CONFIG_FILE, METRICS_FILE, FINAL_FILE):
         if (trial_dir / name).exists():
             os.replace(trial_dir / name, target / name)
-    shutil.rmtree(trial_dir / "checkpoints", ignore_errors=True)
+    shutil.rmtree(trial_dir / CHECKPOINTS_DIR, ignore_errors=True)
     return target
 
 
@@ -150,6 +157,8 @@ def install_checkpoint(source: Path, source_id: str, trial_dir: Path, home_id: s
 
     Returns a description of the PBT exploit when the checkpoint came from another trial, else None.
     """
+    import torch  # heavy: the trial process trains with it anyway
+
     from convit.engine.checkpoint import save_checkpoint
 
     meta = read_json(source / META_FILE)
@@ -167,18 +176,14 @@ def install_checkpoint(source: Path, source_id: str, trial_dir: Path, home_id: s
         if meta["config_hash"] == config_hash:
             if local_hash not in (None, config_hash):
                 _archive_segment(trial_dir)
-            (trial_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source / meta["file"], trial_dir / "checkpoints" / meta["file"])
+            (trial_dir / CHECKPOINTS_DIR).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source / meta["file"], trial_dir / CHECKPOINTS_DIR / meta["file"])
             return None
-    import torch
-
-    from orchestrator.backends.ray_pbt import rebase_checkpoint
-
     old_config = type(config).model_validate(meta["config"])
     state = torch.load(source / meta["file"], map_location="cpu", weights_only=True)
-    previous = read_json(trial_dir / "config.json") or {}
+    previous = read_json(trial_dir / CONFIG_FILE) or {}
     archived = _archive_segment(trial_dir)
-    save_checkpoint(trial_dir / "checkpoints", rebase_checkpoint(state, old_config, config))
+    save_checkpoint(trial_dir / CHECKPOINTS_DIR, rebase_checkpoint(state, old_config, config))
     event = {"epoch": int(state["epoch"]), "step": int(state["step"]), "from_trial": meta.get("home"),
              "from_ray_trial": meta.get("tune_trial_id"), "from_config_hash": meta["config_hash"],
              "config_hash": config_hash, "previous_config": previous.get("config"), "archived": str(archived)}
@@ -192,10 +197,7 @@ def _record_exploit(ctx: SweepContext, trial_dir: Path, event: dict, keys: list[
                     home_config: Any) -> None:
     """Hyperparameters that changed become metrics ``hp/<key>`` at the epoch they apply from (params are
     immutable in MLflow), and the exploit an event tag ``pbt.exploit.<n>``."""
-    from orchestrator.backends.ray_pbt import mutated_values
-    from orchestrator.tracking import Tracker
-
-    run_id = (read_json(trial_dir / "mlflow_run.json") or {}).get("run_id")
+    run_id = (read_json(trial_dir / RUN_ID_FILE) or {}).get("run_id")
     if not run_id:
         return
     tracker = Tracker(ctx.tracking_uri)
@@ -227,15 +229,13 @@ def record_early_stop(ctx: SweepContext, trial_dir: Path, marker: dict) -> None:
 
     Called by the driver once the trial's worker is gone: Tune ends a stopped trial's process without waiting
     for its training thread, so the trial cannot reliably record this itself."""
-    from orchestrator.tracking import Tracker
-
     rows = read_metrics(trial_dir)
     last_epoch = int(rows[-1]["epoch"]) if rows else -1
     record = {**marker, "last_epoch": last_epoch, "time": time.time()}
     write_json(trial_dir / STOPPED_FILE, record)
     write_status(trial_dir, "interrupted", error=f"stopped early by {marker['scheduler']} after epoch {last_epoch}",
                  stopped_early=True)
-    run_id = (read_json(trial_dir / "mlflow_run.json") or {}).get("run_id")
+    run_id = (read_json(trial_dir / RUN_ID_FILE) or {}).get("run_id")
     if not run_id:
         return
     final: dict[str, float] = {}
@@ -283,16 +283,12 @@ def _wait_to_be_stopped(limit_s: float = 600) -> None:
 # ---------------------------------------------------------------------------------------------- the trainable
 def train_trial(config: dict[str, Any], sweep_dir: str) -> None:
     """The Tune function trainable (wrapped with tune.with_parameters(sweep_dir=...))."""
-    from ray import tune
-
+    from convit.data import check_data  # heavy: torch
     from convit.engine import ConfigMismatch, TrialControl, TrialFailed, TrialInterrupted
-    from orchestrator.backends.ray_pbt import with_values
-    from orchestrator.expand import Trial
-    from orchestrator.trial_runner import run_trial_process
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per epoch otherwise
     root = Path(sweep_dir)
-    ctx = SweepContext.from_dict(read_json(root / "sweep.json"))
+    ctx = SweepContext.from_dict(read_json(root / SWEEP_FILE))
     tune_id = tune.get_context().get_trial_id()
     trials = {t.id: t for t in read_trials(ctx)}
     home = trials[home_trial_id(root, tune_id, config["trial_id"])]
@@ -312,8 +308,6 @@ def train_trial(config: dict[str, Any], sweep_dir: str) -> None:
             _record_exploit(ctx, trial_dir, event, sorted(mutated), effective, home.config)
     meta = {"home": home.id, "tune_trial_id": tune_id, "config_hash": effective.config_hash(),
             "config": effective.model_dump(mode="json")}
-    from convit.data import check_data
-
     reporter = TuneReporter(trial_dir, check_data(effective).epochs, meta)
     control = TrialControl()
     _watch_cancel(root, control, started=time.time())
@@ -328,7 +322,7 @@ def train_trial(config: dict[str, Any], sweep_dir: str) -> None:
 
 def _set_threads(ctx: SweepContext) -> None:
     """torch's intra-op threads = the trial's CPU share (Ray sets OMP_NUM_THREADS, torch may ignore it)."""
-    import torch
-
-    cpus = float((ctx.options or {}).get("cpus_per_trial", 1) or 1)
-    torch.set_num_threads(max(1, int(cpus)))
+    opts = ctx.options
+    cpus = opts.cpus_per_trial if isinstance(opts, RaySection) else 1.0
+    os.environ[THREADS_ENV] = str(max(1, int(cpus)))
+    apply_thread_budget()

@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator.workdir import SweepContext, read_json, write_json
+from convit.records import read_json, write_json
+from orchestrator.workdir import SweepContext
 
 STATE_FILE = "slurm.json"
 SLURM_DIR = "slurm"
@@ -42,28 +43,3 @@ def record_array(ctx: SweepContext, job_id: str, tasks: dict[str, str], snapshot
 
 def array_ids(ctx: SweepContext) -> list[str]:
     return [str(a["job_id"]) for a in read_state(ctx)["arrays"]]
-
-
-def terminal(trial_dir: Path) -> str | None:
-    """'done' or 'failed' when the trial has ended for good, else None (queued, running, stopped)."""
-    if (trial_dir / "final.json").is_file():
-        return "done"
-    if (read_json(trial_dir / "status.json", {}) or {}).get("state") == "failed":
-        return "failed"
-    return None
-
-
-def close_parent_if_finished(ctx: SweepContext) -> str | None:
-    """End the sweep's parent run once every trial has ended (FINISHED, or FAILED if one failed). Any task may
-    call it; ending a run twice is harmless, so two trials ending together need no lock."""
-    if not ctx.parent_run_id:
-        return None
-    ids = [t["id"] for t in read_json(ctx.sweep_dir / "trials.json", []) or []]
-    ends = [terminal(ctx.trial_dir(i)) for i in ids]
-    if not ids or None in ends:
-        return None
-    from orchestrator.tracking import Tracker
-
-    status = "FINISHED" if all(e == "done" for e in ends) else "FAILED"
-    Tracker(ctx.tracking_uri).end_run(ctx.parent_run_id, status)
-    return status

@@ -12,13 +12,16 @@ them, and free-form ``setup`` lines (shell by design) must each be exactly one l
 """
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, field_validator, model_validator
+
+from orchestrator.sections.base import Section
+from orchestrator.text import did_you_mean, pydantic_text
 
 PROFILES_ENV = "CONVIT_SLURM_PROFILES"
 REPO_PROFILES = Path(__file__).resolve().parents[2] / "slurm" / "profiles"
@@ -76,8 +79,7 @@ def find_profile(name: str) -> Path:
     known = available_profiles()
     if name in known:
         return known[name]
-    close = difflib.get_close_matches(name, list(known), n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    hint = did_you_mean(name, known)
     where = ", ".join(str(d) for d in profile_dirs())
     listing = ", ".join(sorted(known)) or "none"
     raise ValueError(f"unknown cluster profile '{name}'{hint}; profiles: {listing} (looked in {where}; "
@@ -99,8 +101,7 @@ def load_profile(name: str, allowed: list[str]) -> dict[str, Any]:
     unknown = [k for k in data if k not in allowed]
     if unknown:
         key = str(unknown[0])
-        close = difflib.get_close_matches(key, allowed, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else f"; known keys: {', '.join(allowed)}"
+        hint = did_you_mean(key, allowed) or f"; known keys: {', '.join(allowed)}"
         raise ValueError(f"cluster profile {path}: unknown key '{key}'{hint}")
     return data
 
@@ -186,7 +187,74 @@ def merge_profile(section_cls: Any, data: Any) -> Any:
         section_cls.model_validate(base)
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
         errors = getattr(exc, "errors", lambda: [])()
-        detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'profile'}: {e['msg'].removeprefix('Value error, ')}"
+        detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'profile'}: {pydantic_text(e)}"
                            for e in errors) or str(exc)
         raise ValueError(f"cluster profile {find_profile(name)}: {detail}") from None
     return {**base, **data}
+
+
+# ------------------------------------------------------------------------------------------ the section
+class SlurmSection(Section):
+    """SLURM through submitit: one job array per sweep, one array task per trial (docs/slurm.md).
+
+    The keys are those of the cluster profiles in ``slurm/profiles/``. ``profile`` names one (or is a path to
+    one); keys written here override it, and the defaults below fill what neither sets. The profile is read
+    while the sweep file is validated, so the sweep folder records the resolved values. ``time_min`` and
+    ``max_num_timeout`` are still accepted as the old names of ``timeout_min`` and ``max_requeues``.
+    Names that end up in the batch script are checked here: a newline or a quote there would break it.
+    """
+
+    profile: str | None = None
+    nodes: PositiveInt = 1
+    gpus_per_node: NonNegativeInt = 0
+    tasks_per_node: PositiveInt = 1
+    cpus_per_task: PositiveInt = 1
+    mem_gb: PositiveFloat | None = None
+    timeout_min: PositiveInt = 60
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    array_parallelism: PositiveInt = 16
+    signal_delay_s: PositiveInt = Field(120, description="USR2 this long before the time limit: checkpoint time")
+    max_requeues: NonNegativeInt = Field(3, description="time-limit requeues per trial (preemptions always are)")
+    setup: list[str] = Field(default_factory=list)
+    additional_parameters: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any]) -> "SlurmSection":
+        """Profile values were merged when the sweep was validated: the profile is not read again (a later edit
+        of it does not change a submitted sweep), only its name is kept."""
+        return cls.model_validate({**data, "profile": None}).model_copy(update={"profile": data.get("profile")})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_profile(cls, data: Any) -> Any:
+        return merge_profile(cls, data)
+
+    @field_validator("partition", "account", "qos")
+    @classmethod
+    def _safe_name(cls, value: str | None, info: Any) -> str | None:
+        return check_name(value, info.field_name)
+
+    @field_validator("constraint")
+    @classmethod
+    def _safe_constraint(cls, value: str | None) -> str | None:
+        return check_constraint(value)
+
+    @field_validator("setup")
+    @classmethod
+    def _one_line_each(cls, value: list[str]) -> list[str]:
+        return check_setup(value)
+
+    @field_validator("additional_parameters")
+    @classmethod
+    def _safe_parameters(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_parameters(value)
+
+    @model_validator(mode="after")
+    def _signal_before_limit(self) -> "SlurmSection":
+        if self.signal_delay_s >= self.timeout_min * 60:
+            raise ValueError(f"signal_delay_s ({self.signal_delay_s}) must be shorter than the time limit "
+                             f"(timeout_min {self.timeout_min} = {self.timeout_min * 60} s)")
+        return self

@@ -1,4 +1,4 @@
-"""The named architectures (heads, per-head width, depth, GPSA layers), without importing torch.
+"""The model catalog, without importing torch: the named architectures (heads, per-head width, depth, GPSA layers).
 
 Shared by the model registry (convit.models.registry) and by config validation (convit.config), which
 must check architecture knobs such as ``num_heads`` against a variant before any model is built.
@@ -8,6 +8,18 @@ Source: the paper, Table 1 (ConViT-Ti/S/B and the "+" variants) and DeiT's Ti/S/
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+__all__ = ["CONVIT_MODELS", "DEIT_MODELS", "Variant", "VARIANTS", "default_local_layers"]
+
+CONVIT_MODELS: tuple[str, ...] = (
+    "convit_tiny",
+    "convit_small",
+    "convit_base",
+    "convit_tiny_plus",
+    "convit_small_plus",
+    "convit_base_plus",
+)
+DEIT_MODELS: tuple[str, ...] = ("deit_tiny", "deit_small", "deit_base")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,77 @@
+"""The sweep's lifecycle in MLflow, the same on every backend and for ``resume``: open the sweep's parent run,
+drop the trials that already finished, close the parent run with the sweep's status.
+
+A trial counts as finished when its folder has the engine's final.json (convit.records) or its MLflow child run
+(found by trial id) is FINISHED, so a sweep whose working folder was lost, but whose tracking server remembers
+it, is not rerun either. Blocking backends (local, Ray) close the parent run when ``submit`` returns; SLURM's
+tasks close it when the last trial ends (:func:`close_if_all_ended`).
+"""
+from __future__ import annotations
+
+from convit.records import is_finished, read_json
+from orchestrator.status import TrialStatus, read_status
+from orchestrator.tracking import Tracker
+from orchestrator.trial import Trial
+from orchestrator.workdir import SPEC_FILE, TRIALS_FILE, SweepContext
+
+#: MLflow run status of a sweep from the states of its trials.
+FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
+
+
+def open_sweep(ctx: SweepContext, trials: list[Trial], spec_text: str, description: str = "") -> Tracker:
+    """Open (or reopen, on resubmission) the sweep's parent run, record its id in sweep.json."""
+    tracker = Tracker(ctx.tracking_uri)
+    ctx.parent_run_id = tracker.start_sweep(
+        experiment=ctx.experiment, sweep_id=ctx.sweep_id, spec_text=spec_text, axes=ctx.axes, backend=ctx.backend,
+        git_commit=ctx.git_commit, n_trials=len(trials), description=description)
+    ctx.save()
+    return tracker
+
+
+def recorded_spec_text(ctx: SweepContext) -> str:
+    """The sweep file as it was submitted (spec.yaml in the sweep folder)."""
+    path = ctx.sweep_dir / SPEC_FILE
+    return path.read_text() if path.exists() else ""
+
+
+def finished_on_disk(ctx: SweepContext, trials: list[Trial]) -> set[str]:
+    return {t.id for t in trials if is_finished(ctx.trial_dir(t.id))}
+
+
+def split_finished(ctx: SweepContext, trials: list[Trial], tracker: Tracker) -> tuple[list[Trial], list[Trial]]:
+    """(to run, already finished): finished on disk or in MLflow."""
+    done = finished_on_disk(ctx, trials) | tracker.finished_trial_ids(ctx.experiment, ctx.sweep_id)
+    return [t for t in trials if t.id not in done], [t for t in trials if t.id in done]
+
+
+def sweep_outcome(statuses: list[TrialStatus]) -> str:
+    """FINISHED when every trial is done, FAILED when one failed, else KILLED (stopped, to be resumed)."""
+    states = {s.state for s in statuses}
+    return FINISHED if states <= {"done"} else (FAILED if "failed" in states else KILLED)
+
+
+def close_sweep(ctx: SweepContext, tracker: Tracker, status: str) -> None:
+    if ctx.parent_run_id:
+        tracker.end_run(ctx.parent_run_id, status)
+
+
+def _ended(ctx: SweepContext, trial_id: str) -> str | None:
+    """'done' or 'failed' when the trial has ended for good, else None (queued, running, stopped)."""
+    if is_finished(ctx.trial_dir(trial_id)):
+        return "done"
+    return "failed" if read_status(ctx.trial_dir(trial_id)).get("state") == "failed" else None
+
+
+def close_if_all_ended(ctx: SweepContext) -> str | None:
+    """End the parent run once every trial has ended (FINISHED, or FAILED if one failed), for backends whose
+    submit returns before the trials end: any trial process may call it; ending a run twice is harmless, so two
+    trials ending together need no lock."""
+    if not ctx.parent_run_id:
+        return None
+    ids = [t["id"] for t in read_json(ctx.sweep_dir / TRIALS_FILE, []) or []]
+    ends = [_ended(ctx, i) for i in ids]
+    if not ids or None in ends:
+        return None
+    status = FINISHED if all(e == "done" for e in ends) else FAILED
+    Tracker(ctx.tracking_uri).end_run(ctx.parent_run_id, status)
+    return status

@@ -1,0 +1,84 @@
+"""A trial's state, read from its folder alone (any backend, any process, later): ``final.json`` means done
+(convit.records), else what the trial runner last wrote to ``status.json``, checked against the process it
+names when that process ran on this machine."""
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from convit.records import is_finished, read_json, read_metrics, write_json
+from orchestrator.preflight import planned_epochs
+from orchestrator.trial import Trial
+from orchestrator.workdir import STATUS_FILE
+
+TrialStateName = Literal["pending", "running", "done", "failed", "interrupted"]
+
+
+@dataclass
+class TrialStatus:
+    """A trial's state as any backend reports it."""
+
+    trial_id: str
+    name: str
+    state: TrialStateName
+    epoch: int | None = None  # last completed epoch (from metrics.jsonl)
+    epochs: int | None = None  # total epochs of the trial
+    metrics: dict[str, float] = field(default_factory=dict)  # the last epoch's metrics
+    detail: str = ""  # failure reason, pid, job id, ...
+    ref: str | None = None  # backend handle: pid, SLURM job id, Ray trial id
+
+
+def write_status(trial_dir: Path, state: TrialStateName, **extra: Any) -> None:
+    write_json(trial_dir / STATUS_FILE, {"state": state, "pid": os.getpid(), "host": socket.gethostname(),
+                                         "updated": time.time(), **extra})
+
+
+def read_status(trial_dir: Path) -> dict[str, Any]:
+    """What the trial runner last wrote ({} before it started)."""
+    return read_json(trial_dir / STATUS_FILE, {}) or {}
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited, not yet reaped by its parent) is not running
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def trial_status(trial: Trial, trial_dir: Path) -> TrialStatus:
+    """Derive a trial's state from its folder alone: final.json = done, else what the runner last wrote."""
+    rows = read_metrics(trial_dir)
+    last = rows[-1] if rows else {}
+    status = TrialStatus(trial.id, trial.name, "pending", last.get("epoch"), planned_epochs(trial),
+                         {k: v for k, v in last.items() if isinstance(v, (int, float)) and k != "epoch"})
+    if is_finished(trial_dir):
+        status.state = "done"
+        return status
+    info = read_status(trial_dir)
+    state = info.get("state")
+    status.ref = str(info["pid"]) if info.get("pid") else None
+    if state == "running":
+        same_host = info.get("host") == socket.gethostname()
+        if same_host and not pid_alive(info.get("pid")):
+            status.state, status.detail = "interrupted", "process ended without a final state"
+        else:
+            status.state = "running"
+    elif state in ("failed", "interrupted"):
+        status.state = state
+        status.detail = str(info.get("error", ""))
+    elif state == "done":  # the runner finished but the engine wrote no final.json: treat as not finished
+        status.state = "interrupted"
+    return status

@@ -1,0 +1,84 @@
+"""Submitting and resuming a sweep, independent of the backend: record it in the working folder, open its parent
+run, hand the unfinished trials to the backend, close the parent run (blocking backends). Idempotent: submitting
+the same sweep again runs only unfinished trials. ``resume`` takes the same path with the backend's ``resume``
+(Ray: Tune's restore) instead of its ``submit``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from orchestrator.backends.base import Backend
+from orchestrator.lifecycle import KILLED, close_sweep, open_sweep, recorded_spec_text, split_finished, sweep_outcome
+from orchestrator.spec import SweepSpec
+from orchestrator.status import TrialStatus
+from orchestrator.tracking import Tracker, resolve_tracking_uri
+from orchestrator.trial import Trial
+from orchestrator.workdir import (SPEC_FILE, SweepContext, git_commit, read_trials, recorded_tracking_uri, write_text,
+                                  write_trials)
+
+
+@dataclass
+class SubmitResult:
+    ctx: SweepContext
+    submitted: list[Trial] = field(default_factory=list)
+    skipped: list[Trial] = field(default_factory=list)  # already finished
+    statuses: list[TrialStatus] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[TrialStatus]:
+        ids = {t.id for t in self.submitted}
+        return [s for s in self.statuses if s.trial_id in ids and s.state == "failed"]
+
+    @property
+    def unfinished(self) -> list[TrialStatus]:
+        ids = {t.id for t in self.submitted}
+        return [s for s in self.statuses if s.trial_id in ids and s.state != "done"]
+
+
+def tracking_uri_for(spec: SweepSpec, workdir: Path, cli_uri: str | None) -> str:
+    """--tracking-uri, the file's tracking.uri, the URI this sweep was first submitted with, $MLFLOW_TRACKING_URI,
+    then the embedded store; resubmitting without flags keeps logging where the sweep started."""
+    return resolve_tracking_uri(workdir, cli_uri, spec.tracking.uri or recorded_tracking_uri(workdir, spec.name))
+
+
+def make_context(spec: SweepSpec, workdir: Path, backend: str, tracking_uri: str) -> SweepContext:
+    """The sweep's record; ``options`` is the backend's typed section of the file."""
+    return SweepContext(name=spec.name, workdir=workdir, tracking_uri=tracking_uri,
+                        experiment=spec.tracking.experiment or spec.name, backend=backend,
+                        git_commit=git_commit(), axes=spec.axis_keys(), options=getattr(spec, backend))
+
+
+def submit_sweep(spec: SweepSpec, trials: list[Trial], backend: Backend, ctx: SweepContext) -> SubmitResult:
+    """Record the sweep, open its parent run, run what is unfinished, close the parent run (blocking backends)."""
+    tracker = open_sweep(ctx, trials, spec.resolved_text(), spec.description)
+    write_text(ctx.sweep_dir / SPEC_FILE, spec.resolved_text())
+    write_trials(ctx, trials)
+    todo, done = split_finished(ctx, trials, tracker)
+    return _run(ctx, backend, tracker, SubmitResult(ctx, todo, done), backend.submit)
+
+
+def resume_sweep(ctx: SweepContext, backend: Backend) -> SubmitResult:
+    """Continue a submitted sweep where its backend left it (``Backend.resume``), through the same lifecycle."""
+    backend.check_resume(ctx)
+    trials = read_trials(ctx)
+    tracker = open_sweep(ctx, trials, recorded_spec_text(ctx))
+    todo, done = split_finished(ctx, trials, tracker)
+    return _run(ctx, backend, tracker, SubmitResult(ctx, todo, done), backend.resume)
+
+
+def _run(ctx: SweepContext, backend: Backend, tracker: Tracker, result: SubmitResult,
+         start: Callable[[SweepContext, list[Trial]], None]) -> SubmitResult:
+    """Hand the unfinished trials to the backend; a blocking backend's return ends the parent run."""
+    if result.submitted:
+        try:
+            start(ctx, result.submitted)
+        except BaseException:
+            if backend.blocking:
+                close_sweep(ctx, tracker, KILLED)
+            raise
+    result.statuses = backend.status(ctx)
+    if backend.blocking:
+        close_sweep(ctx, tracker, sweep_outcome(result.statuses))
+    return result
