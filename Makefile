@@ -11,7 +11,7 @@ export CONVIT_DATA_ROOT
 
 setup: $(STAMP)
 
-# torch/torchvision are pinned to the builds that exist for this platform (see docs/install.md).
+# torch/torchvision are pinned to the only builds that install on this platform (x86_64, CPU and CUDA wheels).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip

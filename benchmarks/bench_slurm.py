@@ -38,8 +38,8 @@ def sweep_yaml(name: str, trials: int, epochs: int = 1) -> str:
 
 def bench_dryrun(trials: int) -> None:
     from orchestrator.backends.slurm import SlurmBackend
-    from orchestrator.expand import load_sweep
-    from orchestrator.sweep import make_context
+    from orchestrator.spec import load_sweep
+    from orchestrator.submit import make_context
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "big.yaml"
@@ -84,7 +84,7 @@ def bench_array(tasks: int) -> None:
     import cloudpickle
 
     from orchestrator.backends.slurm import SlurmBackend
-    from orchestrator.backends.slurm_snapshot import snapshot_code
+    from orchestrator.backends.slurm.snapshot import snapshot_code
     from orchestrator.sections import SlurmSection
     from orchestrator.workdir import SweepContext
 
@@ -127,7 +127,7 @@ def _cpus() -> str:
 
 
 def bench_overhead(trials: int) -> None:
-    from orchestrator.workdir import read_json
+    from convit.records import read_json
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "overhead.yaml"

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str) -> Any:
     if name in __all__:
-        from . import models
+        from . import models  # heavy: torch, loaded on first use so that `import convit` stays cheap
 
         return getattr(models, name)
     raise AttributeError(f"module 'convit' has no attribute {name!r}")

@@ -16,9 +16,8 @@ from typing import Sequence
 
 from .config import ConfigError, TrialConfig, load_config
 from .presets import PRESETS
+from .exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from .records import CHECKPOINTS_DIR, CONFIG_FILE, FINAL_FILE, METRICS_FILE, check_same_trial
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 3
 
 _EPILOG = f"""\
 CONFIG is a YAML file of TrialConfig keys (it may start from a preset with 'preset: NAME') or a preset
@@ -45,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _validate(args: argparse.Namespace) -> TrialConfig:
     """Everything that can be refused before DIR is touched: config, data, an existing different trial."""
-    from .data import check_data
+    from .data import check_data  # heavy: torch (`--help` and bad input are answered without it)
 
     cfg = load_config(args.config, args.overrides)
     plan = check_data(cfg)
@@ -69,7 +68,7 @@ def _install_signal_handlers(control) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point shared by ``python -m convit.train`` and ``convit-sweep train``; returns the exit code."""
-    from .data import DataError
+    from .data import DataError  # heavy: torch, see _validate
     from .engine import ConfigMismatch, TrialControl, TrialFailed, TrialInterrupted, run_trial
 
     try:

@@ -23,6 +23,7 @@ from convit.train import main as train_main
 from orchestrator.backends import BACKENDS, get_backend
 from orchestrator.backends.base import Backend
 from orchestrator.errors import BackendUnavailable, OrchestratorError
+from orchestrator.keys import leaf_name
 from orchestrator.preflight import check_trials_data
 from orchestrator.spec import SweepSpec, load_sweep
 from orchestrator.status import TrialStatus
@@ -172,7 +173,7 @@ def _print_dry_run(spec: SweepSpec, trials: list[Trial], ctx: SweepContext, plan
     table = Table(title=f"sweep {spec.name}: {len(trials)} trial(s)")
     table.add_column("#", justify="right")
     table.add_column("trial id")
-    leaves = [k.split(".")[-1] for k in axes]
+    leaves = [leaf_name(k) for k in axes]
     for key, leaf in zip(axes, leaves):
         table.add_column(leaf if leaves.count(leaf) == 1 else key)
     done = {t.id for t in trials if is_finished(ctx.trial_dir(t.id))}

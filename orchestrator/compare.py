@@ -16,10 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, NullLocator
 from rich.console import Console
 from rich.table import Table
 
 from orchestrator.errors import OrchestratorError
+from orchestrator.keys import leaf_name
 from orchestrator.paired import Interval, paired_difference
 from orchestrator.spec import SEED_KEY
 from orchestrator.tracking import FINAL_PREFIX, Tracker
@@ -299,9 +303,6 @@ def _plots(tracker: Tracker, results: list[TrialResult], axes: list[str], group_
            out_dir: Path, result: CompareResult) -> list[Path]:
     """PNG (and a PDF twin of each) of: top-1 and the paired gap against the data fraction; σ(λ) per GPSA layer
     over training; nonlocality per layer. Initial values are drawn as dashed reference lines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     paths = []
     fraction_axis = next((a for a in axes if a.endswith("fraction")), None)
     if fraction_axis:
@@ -316,7 +317,7 @@ def _plots(tracker: Tracker, results: list[TrialResult], axes: list[str], group_
 
 
 def _label(values: tuple[str, ...], keys: list[str]) -> str:
-    parts = [display_name(v) if k in CONTRAST_AXES else f"{k.split('.')[-1]}={_short(v)}" for k, v in zip(keys, values)]
+    parts = [display_name(v) if k in CONTRAST_AXES else f"{leaf_name(k)}={_short(v)}" for k, v in zip(keys, values)]
     return ", ".join(parts) or "all trials"
 
 
@@ -340,8 +341,6 @@ def _percent(x: float) -> str:
 
 
 def _fraction_ticks(ax: Any, xs: list[float]) -> None:
-    from matplotlib.ticker import NullLocator
-
     ax.set_xscale("log")
     ax.set_xticks(xs)
     ax.set_xticklabels([_percent(x) for x in xs])
@@ -350,8 +349,6 @@ def _fraction_ticks(ax: Any, xs: list[float]) -> None:
 
 def _plot_fraction(results: list[TrialResult], fraction_axis: str, line_axes: list[str], out_dir: Path,
                    result: CompareResult) -> Path | None:
-    import matplotlib.pyplot as plt
-
     series = []
     for key, members in _group(results, line_axes).items():
         by_f: dict[float, list[float]] = {}
@@ -365,7 +362,8 @@ def _plot_fraction(results: list[TrialResult], fraction_axis: str, line_axes: li
         return None
     paired = [p for p in result.paired if fraction_axis in p]
     rows = 2 if paired else 1
-    fig, axs = plt.subplots(rows, 1, figsize=(6.4, 4.2 * rows), squeeze=False, sharex=True)
+    fig = Figure(figsize=(6.4, 4.2 * rows))
+    axs = fig.subplots(rows, 1, squeeze=False, sharex=True)
     ax = axs[0][0]
     all_x: set[float] = set()
     for key, by_f in series:
@@ -415,14 +413,12 @@ def _initial(members: list[TrialResult], kind: str, layer: int) -> float | None:
 def _plot_gating(tracker: Tracker, results: list[TrialResult], group_axes: list[str], out_dir: Path) -> Path | None:
     """σ(λ) per layer over epochs, one panel per group (seeds averaged), at most 6 panels; the value at
     initialisation as a dashed line, so that an unchanged value is not read as learnt."""
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
     groups = [(k, m) for k, m in _group(results, group_axes).items() if _layers(m[0].latest, "gating")][:6]
     if not groups:
         return None
-    fig, axs = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.6), squeeze=False, sharey=True)
-    cmap = plt.get_cmap("viridis")
+    fig = Figure(figsize=(4.2 * len(groups), 3.6))
+    axs = fig.subplots(1, len(groups), squeeze=False, sharey=True)
+    cmap = colormaps["viridis"]
     for ax, (key, members) in zip(axs[0], groups):
         layers = _layers(members[0].latest, "gating")
         for i, layer in enumerate(layers):
@@ -450,9 +446,8 @@ def _plot_gating(tracker: Tracker, results: list[TrialResult], group_axes: list[
 def _plot_nonlocality(results: list[TrialResult], group_axes: list[str], out_dir: Path) -> Path | None:
     """Last logged nonlocality per layer, one line per group (seeds averaged), its value at initialisation
     dashed in the same colour, and the last GPSA layer marked."""
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.subplots()
     plotted, boundary = False, None
     for key, members in _group(results, group_axes).items():
         layers = _layers(members[0].latest, "nonlocality")
@@ -469,13 +464,10 @@ def _plot_nonlocality(results: list[TrialResult], group_axes: list[str], out_dir
             boundary = max(boundary or 0, gating[-1] + 1)
         plotted = True
     if not plotted:
-        plt.close(fig)
         return None
     if boundary:
         ax.axvline(boundary - 0.5, color="black", lw=0.8, ls=":")
         ax.text(boundary - 0.55, ax.get_ylim()[1], "GPSA | MHSA ", ha="right", va="top", fontsize=8)
-    from matplotlib.ticker import MaxNLocator
-
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylim(bottom=0.0)
     ax.set_xlabel("layer")
@@ -487,12 +479,9 @@ def _plot_nonlocality(results: list[TrialResult], group_axes: list[str], out_dir
     return _save(fig, out_dir / "nonlocality_per_layer.png")
 
 
-def _save(fig: Any, path: Path) -> Path:
-    """Write ``path`` (PNG) and its PDF twin."""
-    import matplotlib.pyplot as plt
-
+def _save(fig: Figure, path: Path) -> Path:
+    """Write ``path`` (PNG) and its PDF twin (matplotlib's object API: no pyplot state, no GUI backend)."""
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     fig.savefig(path.with_suffix(".pdf"))
-    plt.close(fig)
     return path

@@ -267,6 +267,11 @@ class Tracker:
         for i in range(0, len(items), 1000):
             self.client.log_batch(run_id, metrics=items[i:i + 1000])
 
+    def log_values(self, run_id: str, values: Mapping[str, float], step: int) -> None:
+        """Metrics outside the epoch rows (e.g. PBT's ``hp/<key>`` at the epoch a mutation applies from)."""
+        stamp = _now_ms()
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), stamp, int(step)) for k, v in values.items()])
+
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from convit.records import read_json, write_json
+from convit.records import atomic_write_bytes, read_json, write_json
 from orchestrator.errors import UnknownSweep
 from orchestrator.sections import SECTION_TYPES, LocalSection, Section
 from orchestrator.trial import Trial
@@ -42,11 +42,9 @@ def resolve_workdir(arg: str | Path | None = None) -> Path:
 
 
 def write_text(path: Path, text: str) -> None:
-    """Atomic, like write_json: temp file next to the target, then rename."""
+    """Atomic, like write_json (convit.records.atomic_write_bytes)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, lambda f: f.write(text.encode()))
 
 
 def git_commit(repo: Path | None = None) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
 from .errors import DataError
 
@@ -130,8 +131,6 @@ def cifar10(root: Path, num_classes: int | None) -> Splits:
 
 
 def _folder(split_dir: Path, classes: list[str]) -> FileSource:
-    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
-
     class_to_idx = {c: i for i, c in enumerate(classes)}
     try:
         samples = make_dataset(str(split_dir), class_to_idx, extensions=IMG_EXTENSIONS)

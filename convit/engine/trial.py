@@ -20,12 +20,19 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from timm.data import Mixup
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler
+from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 
+from .. import analysis, records
 from ..config import TrialConfig
 from ..data import EpochBatchSampler, TrainingPlan, TrialData, build_data, check_data
 from ..data.dataset import seeded
-from .. import records
+from ..models import create_model
 from . import rng
 from .checkpoint import load_latest, save_checkpoint
 from .control import ConfigMismatch, Reporter, TrialControl, TrialFailed, TrialInterrupted
@@ -91,10 +98,8 @@ class _Trial:
 
     # ------------------------------------------------------------------------------ construction
     def _build_model(self) -> None:
-        import convit
-
         rng.seed_all(self.cfg.seed)  # identical initial weights on every rank and every (re)start
-        self.raw = convit.create_model(self.cfg.model, num_classes=self.data.num_classes,
+        self.raw = create_model(self.cfg.model, num_classes=self.data.num_classes,
                                        **self.cfg.model_kwargs).to(self.ctx.device)
         rng.seed_all(self.cfg.seed + self.ctx.rank)  # per-rank streams for drop path and mixup
         model: nn.Module = self.raw
@@ -104,8 +109,6 @@ class _Trial:
         self.model = torch.compile(model) if self.cfg.compile else model
         self.ema = None
         if self.cfg.ema:
-            from timm.utils import ModelEmaV3
-
             self.ema = ModelEmaV3(self.raw, decay=self.cfg.ema_decay)
 
     def _build_loaders(self) -> None:
@@ -131,11 +134,6 @@ class _Trial:
                           **common)
 
     def _build_optim(self) -> None:
-        from timm.data import Mixup
-        from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-        from timm.optim import create_optimizer_v2
-        from timm.scheduler import CosineLRScheduler
-
         cfg, res = self.cfg, self.res
         self.trainable = [p for p in self.raw.parameters() if p.requires_grad]
         self.optimizer = create_optimizer_v2(self.raw, opt=cfg.opt, lr=res.lr, weight_decay=cfg.weight_decay,
@@ -385,10 +383,6 @@ class _Trial:
         """Gating and nonlocality on fixed val images (rank 0 only; it draws no training randomness)."""
         if not self.ctx.is_main:
             return {}
-        try:
-            from convit import analysis
-        except ImportError:
-            return {}
         if not hasattr(analysis, "attention_metrics"):
             return {}
         was_training = self.raw.training
@@ -412,8 +406,6 @@ def _progress(enabled: bool, epoch: int, total: int, done: int):
     if not (enabled and sys.stdout.isatty()):
         yield lambda loss: None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     with Progress(TextColumn(f"epoch {epoch}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   TextColumn("loss {task.fields[loss]:.4f}"), transient=True) as bar:
         task = bar.add_task("train", total=total, completed=done, loss=float("nan"))

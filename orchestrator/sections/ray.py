@@ -16,7 +16,7 @@ SCHEDULER_METRICS = ("val_top1", "val_top5", "val_loss", "best_val_top1", "train
                      "ema_val_top5", "ema_val_loss")
 
 #: Trial keys PBT may change in the middle of a trial. Each either lives in the optimizer/LR schedule (lr,
-#: weight_decay: rewritten in the checkpoint, see ray_pbt) or in objects rebuilt from the config at every start
+#: weight_decay: rewritten in the checkpoint, see orchestrator.backends.ray.pbt) or in objects rebuilt from the config at every start
 #: (regularisation, augmentation). Anything that changes the weights' shapes, the data or the step count does not.
 MUTABLE_KEYS = ("lr", "weight_decay", "label_smoothing", "mixup", "cutmix", "mixup_prob", "reprob",
                 "model_kwargs.drop_path_rate", "model_kwargs.drop_rate", "model_kwargs.attn_drop_rate")

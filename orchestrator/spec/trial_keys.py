@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from convit.config import TrialConfig
+from orchestrator.keys import leaf_name
 from orchestrator.text import close_matches
 
 
@@ -76,7 +77,7 @@ def _suggest(key: str, parts: list[str], i: int, fields: dict[str, Any]) -> str:
         named = [f"'{'.'.join([*parts[:i], k, *parts[i + 1:]])}'" for k in local]
         return f" (did you mean {' or '.join(named)}?)"
     everything = known_trial_keys()
-    same_leaf = [k for k in everything if k.split(".")[-1] == parts[-1] and k != key]
+    same_leaf = [k for k in everything if leaf_name(k) == parts[-1] and k != key]
     close = same_leaf or close_matches(key, everything)
     if close:
         return f" (did you mean '{close[0]}'?)"

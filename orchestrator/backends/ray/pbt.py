@@ -24,6 +24,7 @@ from typing import Any
 from convit.config import TrialConfig
 from orchestrator.keys import get_path, set_path
 from orchestrator.sections.ray import MUTABLE_KEYS
+from orchestrator.tracking import flatten
 
 
 def mutated_values(config: TrialConfig, keys: list[str]) -> dict[str, Any]:
@@ -75,7 +76,5 @@ def rebase_checkpoint(state: dict[str, Any], old: Any, new: Any) -> dict[str, An
 
 
 def _changed_keys(old: Any, new: Any) -> list[str]:
-    from orchestrator.tracking import flatten
-
     a, b = flatten(old.model_dump(mode="json")), flatten(new.model_dump(mode="json"))
     return [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]

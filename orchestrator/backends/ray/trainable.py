@@ -8,7 +8,7 @@ included, into a worse one, and the worse one must keep logging into its own run
 Checkpoints: each epoch's engine checkpoint is reported to Tune (a hard link to the file, plus ``meta.json``),
 so Tune can restart a trial on another node, or hand it to another trial under PBT. On start, the checkpoint Tune
 gives back (``tune.get_checkpoint()``) is installed into the trial folder only when it is newer than what the
-folder holds, or when it comes from another trial (a PBT exploit, see :mod:`ray_pbt`); the engine then resumes
+folder holds, or when it comes from another trial (a PBT exploit, see :mod:`.pbt`); the engine then resumes
 exactly from the folder, as under every backend.
 """
 from __future__ import annotations
@@ -204,17 +204,15 @@ def _record_exploit(ctx: SweepContext, trial_dir: Path, event: dict, keys: list[
     n = len([p for p in (trial_dir / PBT_DIR).iterdir() if p.is_dir()])
     values = mutated_values(config, keys)
     if n == 1:  # the first change: the starting values at step 0, so the hp/ curves are complete
-        for key, value in mutated_values(home_config, keys).items():
-            tracker.client.log_metric(run_id, f"hp/{key}", float(value), step=0)
-    for key, value in values.items():
-        tracker.client.log_metric(run_id, f"hp/{key}", float(value), step=event["epoch"])
+        tracker.log_values(run_id, {f"hp/{k}": v for k, v in mutated_values(home_config, keys).items()}, step=0)
+    tracker.log_values(run_id, {f"hp/{k}": v for k, v in values.items()}, step=event["epoch"])
     summary = {"epoch": event["epoch"], "from_trial": event["from_trial"], "from_ray_trial": event["from_ray_trial"],
                "values": values}
     tracker.set_tags(run_id, {f"pbt.exploit.{n}": json.dumps(summary), "pbt.exploits": str(n)})
 
 
 def stop_markers(sweep_dir: Path) -> dict[str, dict]:
-    """Orchestrator trial id -> the STOP decision a scheduler made for it (see ray_schedulers)."""
+    """Orchestrator trial id -> the STOP decision a scheduler made for it (see :mod:`.schedulers`)."""
     out = {}
     for path in sorted((ray_dir(sweep_dir) / "stops").glob("*.json")):
         home = read_json(ray_dir(sweep_dir) / "identity" / path.name)

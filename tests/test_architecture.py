@@ -1,0 +1,84 @@
+"""The rules of docs/ARCHITECTURE.md, executable: import-linter contracts (pyproject.toml), the engine's output
+names only in convit.records, and function-level imports only for heavy dependencies, each saying which."""
+from __future__ import annotations
+
+import ast
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("convit", "orchestrator")
+#: The engine's out_dir names (convit.records) that no other module may spell out.
+ENGINE_NAMES = ("config.json", "metrics.jsonl", "final.json")
+#: A function-level import must say why on its line: the dependency is heavy (torch, mlflow, matplotlib, ...).
+REASON = re.compile(r"#\s*heavy\b")
+
+
+def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
+    lint = Path(sys.executable).with_name("lint-imports")
+    return subprocess.run([str(lint), "--no-cache"], cwd=root, capture_output=True, text=True, timeout=300,
+                          env={"PATH": str(lint.parent), "PYTHONPATH": str(root), "HOME": str(root)})
+
+
+def modules() -> list[Path]:
+    return sorted(p for package in PACKAGES for p in (REPO / package).rglob("*.py"))
+
+
+def test_import_contracts_hold():
+    out = lint_imports(REPO)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert "0 broken" in out.stdout
+
+
+def test_a_reintroduced_import_cycle_is_caught_and_named(tmp_path: Path):
+    """The contracts are not vacuous: a copy of the code with one cycle added (keys -> spec -> keys) fails,
+    and the report names the import to remove."""
+    for package in PACKAGES:
+        shutil.copytree(REPO / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
+    keys = tmp_path / "orchestrator" / "keys.py"
+    keys.write_text(keys.read_text() + "\nfrom orchestrator.spec import SweepSpec  # noqa: E402,F401\n")
+    out = lint_imports(tmp_path)
+    assert out.returncode != 0
+    assert "No cycles are allowed in orchestrator" in out.stdout and ".keys -> .spec" in out.stdout, out.stdout
+
+
+def test_engine_file_names_are_spelt_only_in_convit_records():
+    offenders = []
+    for path in modules():
+        if path == REPO / "convit" / "records.py":
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#", 1)[0]
+            if any(f'"{name}"' in code or f"'{name}'" in code for name in ENGINE_NAMES):
+                offenders.append(f"{path.relative_to(REPO)}:{n}: {line.strip()}")
+    assert not offenders, "use the constants of convit.records:\n" + "\n".join(offenders)
+
+
+def _function_imports(path: Path) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text())
+    lines = path.read_text().splitlines()
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for inner in ast.walk(node):
+                if isinstance(inner, (ast.Import, ast.ImportFrom)):
+                    found.append((inner.lineno, lines[inner.lineno - 1]))
+    return sorted(set(found))
+
+
+def test_function_level_imports_are_for_heavy_dependencies_and_say_so():
+    """Rule 9: a module imports what it needs at the top; an import inside a function is a heavy dependency
+    (torch, mlflow, matplotlib) kept off a light path (``--help``, validating a sweep), with a comment."""
+    missing, total = [], 0
+    for path in modules():
+        for lineno, line in _function_imports(path):
+            total += 1
+            block = path.read_text().splitlines()[max(0, lineno - 3):lineno + 2]
+            if not any(REASON.search(text) for text in block):
+                missing.append(f"{path.relative_to(REPO)}:{lineno}: {line.strip()}")
+    assert not missing, "function-level imports without a '# heavy: ...' reason:\n" + "\n".join(missing)
+    assert total <= 40, f"{total} function-level imports: move the light ones to the top of their module"
