@@ -383,8 +383,6 @@ class _Trial:
         """Gating and nonlocality on fixed val images (rank 0 only; it draws no training randomness)."""
         if not self.ctx.is_main:
             return {}
-        if not hasattr(analysis, "attention_metrics"):
-            return {}
         was_training = self.raw.training
         self.raw.eval()
         try:

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, NonNegativeInt, PositiveFloat, PositiveInt, field_validator, model_validator
+from pydantic import (Field, NonNegativeInt, PositiveFloat, PositiveInt, ValidationError, field_validator,
+                      model_validator)
 
 from orchestrator.sections.base import Section
 from orchestrator.text import did_you_mean, pydantic_text
@@ -185,10 +186,9 @@ def merge_profile(section_cls: Any, data: Any) -> Any:
     base = load_profile(name, allowed)
     try:
         section_cls.model_validate(base)
-    except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        errors = getattr(exc, "errors", lambda: [])()
+    except ValidationError as exc:
         detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'profile'}: {pydantic_text(e)}"
-                           for e in errors) or str(exc)
+                           for e in exc.errors()) or str(exc)
         raise ValueError(f"cluster profile {find_profile(name)}: {detail}") from None
     return {**base, **data}
 

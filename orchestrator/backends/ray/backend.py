@@ -29,6 +29,7 @@ import ray
 from ray import tune
 from rich.console import Console
 
+from convit.config import ConfigError
 from convit.records import is_finished, read_json, write_json
 from orchestrator.backends.base import Backend
 from orchestrator.backends.ray.pbt import mutated_values, with_values
@@ -271,8 +272,9 @@ def _check_trials(opts: RaySection, trials: list[Trial]) -> None:
             for value in (low, high):
                 try:
                     with_values(trial.config, {key: value})
-                except ValueError as exc:
-                    reason = "; ".join(str(i) for i in getattr(exc, "issues", [])) or str(exc).splitlines()[0]
+                except ValueError as exc:  # the engine's ConfigError names the key at fault
+                    issues = exc.issues if isinstance(exc, ConfigError) else []
+                    reason = "; ".join(str(i) for i in issues) or str(exc).splitlines()[0]
                     problems.append(f"{key}={value:g} is invalid for trial {trial.name} ({reason}): narrow the "
                                     "range")
                     break
