@@ -7,6 +7,9 @@ Torch-free, so a process that only inspects trial folders never imports torch.
     out_dir/metrics.jsonl    one JSON object per epoch (with "epoch"), appended after each epoch
     out_dir/checkpoints/     the two latest checkpoints (convit.engine.checkpoint)
     out_dir/final.json       {metrics, subset, config_hash}, written last: the trial is finished
+    out_dir/owner.lock       an OS lock (flock) held by the one process that trains the trial now, with its pid,
+                             host and start time: a second runner is refused, and the kernel frees the lock
+                             when the owner dies however it dies
 
 metrics.jsonl is the source of truth for per-epoch metrics.  Each checkpoint carries the metrics of the
 epochs it covers, so on resume the file is rewritten from the checkpoint: lines for epochs that will be
@@ -15,26 +18,35 @@ re-run are dropped and nothing is duplicated.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import secrets
+import socket
+import sys
+import time
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Iterator
 
 __all__ = [
     "CHECKPOINTS_DIR",
     "CONFIG_FILE",
     "ConfigMismatch",
+    "OWNER_FILE",
+    "TrialBusy",
     "FINAL_FILE",
     "METRICS_FILE",
     "append_metrics",
     "atomic_write_bytes",
     "check_same_trial",
     "is_finished",
+    "own_trial",
     "read_final",
     "read_json",
     "read_metrics",
     "rewrite_metrics",
+    "trial_owner",
     "write_json",
 ]
 
@@ -42,10 +54,103 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 FINAL_FILE = "final.json"
 CHECKPOINTS_DIR = "checkpoints"
+OWNER_FILE = "owner.lock"
 
 
 class ConfigMismatch(ValueError):
     """out_dir holds a different trial (its config hash differs from the one asked for)."""
+
+
+class TrialBusy(RuntimeError):
+    """Another live process owns the trial (holds ``owner.lock``): running it here too would train it twice."""
+
+    def __init__(self, out_dir: Path, owner: dict[str, Any]):
+        self.owner = owner
+        since = owner.get("started")
+        when = time.strftime(" since %Y-%m-%d %H:%M:%S", time.localtime(since)) if isinstance(since, (int, float)) \
+            else ""
+        super().__init__(f"{out_dir} is being trained by pid {owner.get('pid', '?')} on {owner.get('host', '?')}"
+                         f"{when}; wait for it to end or stop it first (a trial has one owner at a time)")
+
+
+# ------------------------------------------------------------------------------------------- ownership
+_HELD: dict[str, list[int]] = {}  # resolved out_dir -> [lock fd, nesting depth] held by this process
+
+
+def _owner_info() -> dict[str, Any]:
+    return {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
+            "command": " ".join(sys.argv)[:500]}
+
+
+@contextlib.contextmanager
+def own_trial(out_dir: Path, wait_s: float = 2.0) -> Iterator[None]:
+    """Hold the trial's ownership lock while the block runs; raise :class:`TrialBusy` when another live process
+    holds it (after ``wait_s``, so that a momentary probe by :func:`trial_owner` is not mistaken for an owner).
+
+    Re-entrant within a process (the trial runner holds it, then the engine asks again). The lock is an flock on
+    ``out_dir/owner.lock``: the kernel releases it when the owner exits or is killed, so a crashed owner never
+    blocks a later run, and nothing has to be cleaned up."""
+    out_dir = Path(out_dir)
+    key = str(out_dir.resolve())
+    if key in _HELD:
+        _HELD[key][1] += 1
+        try:
+            yield
+        finally:
+            _HELD[key][1] -= 1
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out_dir / OWNER_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                owner = _read_owner(out_dir)
+                os.close(fd)
+                raise TrialBusy(out_dir, owner) from None
+            time.sleep(0.05)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(_owner_info()).encode(), 0)
+        _HELD[key] = [fd, 1]
+        yield
+    finally:
+        _HELD.pop(key, None)
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        os.close(fd)  # closing the last descriptor releases the flock
+
+
+def _read_owner(out_dir: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((Path(out_dir) / OWNER_FILE).read_text() or "{}")
+    except (OSError, ValueError):
+        data = {}
+    return data if isinstance(data, dict) else {}
+
+
+def trial_owner(out_dir: Path) -> dict[str, Any] | None:
+    """The live process that owns the trial now ({pid, host, started, command}), or None when nobody does."""
+    out_dir = Path(out_dir)
+    key = str(out_dir.resolve())
+    if key in _HELD:
+        return _read_owner(out_dir)
+    try:
+        fd = os.open(out_dir / OWNER_FILE, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _read_owner(out_dir) or {"pid": None}
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 # ------------------------------------------------------------------------------------------- writing

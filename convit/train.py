@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -17,7 +18,8 @@ from typing import Sequence
 from .config import ConfigError, TrialConfig, load_config
 from .presets import PRESETS
 from .exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
-from .records import CHECKPOINTS_DIR, CONFIG_FILE, FINAL_FILE, METRICS_FILE, check_same_trial
+from .records import (CHECKPOINTS_DIR, CONFIG_FILE, FINAL_FILE, METRICS_FILE, TrialBusy, check_same_trial,
+                      trial_owner)
 
 _EPILOG = f"""\
 CONFIG is a YAML file of TrialConfig keys (it may start from a preset with 'preset: NAME') or a preset
@@ -37,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", metavar="CONFIG", help="YAML file or preset name")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (dotted keys)")
-    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory (resumed if present)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (resumed if present)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     return p
 
@@ -49,10 +51,26 @@ def _validate(args: argparse.Namespace) -> TrialConfig:
     cfg = load_config(args.config, args.overrides)
     plan = check_data(cfg)
     check_same_trial(args.out, cfg.config_hash())
+    owner = trial_owner(args.out)
+    if owner is not None:
+        raise TrialBusy(args.out, owner)
     print(f"budget: {plan.total_steps} optimizer steps of {cfg.batch_size} images ({plan.images:,} images seen) = "
           f"{plan.epochs_exact:.4g} epochs of the {plan.train_size}-image training subset; warm-up "
           f"{plan.warmup_steps} steps", file=sys.stderr)
     return cfg
+
+
+def _out_problem(out: str) -> str | None:
+    """What is wrong with --out DIR, before anything is written: empty, not a folder, or not writable."""
+    if not out.strip():
+        return "--out is empty; give the folder to train into (it is created, or resumed if it exists)"
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        return f"--out {out} exists and is not a directory"
+    existing = next((p for p in (path, *path.absolute().parents) if p.exists()), None)
+    if existing is None or not os.access(existing, os.W_OK | os.X_OK):
+        return f"--out {out}: cannot create or write in {existing or path} (permission denied); choose another folder"
+    return None
 
 
 def _install_signal_handlers(control) -> None:
@@ -69,18 +87,20 @@ def _install_signal_handlers(control) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point shared by ``python -m convit.train`` and ``convit-sweep train``; returns the exit code."""
     from .data import DataError  # heavy: torch, see _validate
-    from .engine import ConfigMismatch, TrialControl, TrialFailed, TrialInterrupted, run_trial
+    from .engine import ConfigMismatch, TrialBusy, TrialControl, TrialFailed, TrialInterrupted, run_trial
 
     try:
         args = _parser().parse_intermixed_args(argv)
     except SystemExit as exc:  # argparse already printed usage or help
         return int(exc.code or 0)
-    if args.out.exists() and not args.out.is_dir():
-        print(f"error: --out {args.out} exists and is not a directory", file=sys.stderr)
+    problem = _out_problem(args.out)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return EXIT_USAGE
+    args.out = Path(args.out)
     try:
         cfg = _validate(args)
-    except (ConfigError, DataError, ConfigMismatch) as err:
+    except (ConfigError, DataError, ConfigMismatch, TrialBusy) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     if args.print_config:
@@ -98,6 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrialInterrupted as err:
         print(f"interrupted: {err}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except TrialBusy as err:  # another process took the folder between the check above and the start
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USAGE
     print(json.dumps(final, indent=2, sort_keys=True))
     return EXIT_OK
 

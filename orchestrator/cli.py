@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import yaml
 from rich.console import Console
@@ -29,6 +29,9 @@ from orchestrator.spec import SweepSpec, load_sweep
 from orchestrator.status import TrialStatus
 from orchestrator.trial import Trial
 from orchestrator.workdir import WORKDIR_ENV, SweepContext, resolve_workdir, sweep_dir
+
+if TYPE_CHECKING:
+    from orchestrator.submit import SubmitResult
 
 # Output going to a file or a pipe keeps whole lines (rich would wrap at 80 columns there).
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -139,15 +142,20 @@ def cmd_submit(args: argparse.Namespace) -> int:
     console.print(f"sweep [bold]{spec.name}[/]: {len(trials)} trial(s) on the {args.backend} backend; "
                   f"tracking {uri} (experiment '{ctx.experiment}')")
     result = submit_sweep(spec, trials, backend, ctx)
-    if result.skipped:
-        console.print(f"{len(result.skipped)} trial(s) already finished: skipped")
-    if not result.submitted:
-        console.print("nothing to run: every trial has finished")
     return _report(args, ctx, backend, result)
 
 
-def _report(args: argparse.Namespace, ctx: SweepContext, backend: Backend, result: Any) -> int:
-    """What submit and resume print once the backend returns, and their exit code."""
+def _report(args: argparse.Namespace, ctx: SweepContext, backend: Backend, result: "SubmitResult") -> int:
+    """What submit and resume print once the backend returns, and their exit code. Trials left alone because
+    another process runs them are not this submission's to count as stopped."""
+    if result.skipped:
+        console.print(f"{len(result.skipped)} trial(s) already finished: skipped")
+    for trial_id, owner in result.busy.items():
+        console.print(f"{trial_id} is already running (pid {owner.get('pid', '?')} on {owner.get('host', '?')}): "
+                      "left alone", highlight=False)
+    if not result.submitted:
+        console.print("nothing to run: every trial has finished" if not result.busy else
+                      "nothing else to run: the other trials have finished or run elsewhere")
     _print_status(ctx.name, result.statuses)
     uri = ctx.tracking_uri
     ui = (f"   ·   MLflow UI: convit-sweep server{_workdir_flag(args.workdir)}" if uri.startswith("sqlite")

@@ -8,7 +8,10 @@ tasks close it when the last trial ends (:func:`close_if_all_ended`).
 """
 from __future__ import annotations
 
-from convit.records import is_finished, read_json
+from dataclasses import dataclass
+from typing import Any
+
+from convit.records import is_finished, read_json, trial_owner
 from orchestrator.status import TrialStatus, read_status
 from orchestrator.tracking import Tracker
 from orchestrator.trial import Trial
@@ -38,10 +41,23 @@ def finished_on_disk(ctx: SweepContext, trials: list[Trial]) -> set[str]:
     return {t.id for t in trials if is_finished(ctx.trial_dir(t.id))}
 
 
-def split_finished(ctx: SweepContext, trials: list[Trial], tracker: Tracker) -> tuple[list[Trial], list[Trial]]:
-    """(to run, already finished): finished on disk or in MLflow."""
+@dataclass
+class Split:
+    """A sweep's trials at submission: to run, already finished, or owned by a live process (left alone)."""
+
+    todo: list[Trial]
+    done: list[Trial]
+    busy: dict[str, dict[str, Any]]  # trial id -> its owner {pid, host, started, command}
+
+
+def split_finished(ctx: SweepContext, trials: list[Trial], tracker: Tracker) -> Split:
+    """Finished on disk or in MLflow; running under another owner (a second submit of the same sweep, or trials
+    that outlived a killed scheduler: each trial has one owner, see convit.records.own_trial); the rest."""
     done = finished_on_disk(ctx, trials) | tracker.finished_trial_ids(ctx.experiment, ctx.sweep_id)
-    return [t for t in trials if t.id not in done], [t for t in trials if t.id in done]
+    busy = {t.id: owner for t in trials if t.id not in done
+            for owner in [trial_owner(ctx.trial_dir(t.id))] if owner is not None}
+    return Split([t for t in trials if t.id not in done and t.id not in busy],
+                 [t for t in trials if t.id in done], busy)
 
 
 def sweep_outcome(statuses: list[TrialStatus]) -> str:

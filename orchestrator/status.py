@@ -1,6 +1,6 @@
 """A trial's state, read from its folder alone (any backend, any process, later): ``final.json`` means done
-(convit.records), else what the trial runner last wrote to ``status.json``, checked against the process it
-names when that process ran on this machine."""
+(convit.records), a held ownership lock means running (``convit.records.trial_owner``: the kernel frees it when
+the owner dies, on any host of a shared filesystem), else what the trial runner last wrote to ``status.json``."""
 from __future__ import annotations
 
 import os
@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from convit.records import is_finished, read_json, read_metrics, write_json
+from convit.records import OWNER_FILE, is_finished, read_json, read_metrics, trial_owner, write_json
 from orchestrator.preflight import planned_epochs
 from orchestrator.trial import Trial
 from orchestrator.workdir import STATUS_FILE
@@ -70,9 +70,15 @@ def trial_status(trial: Trial, trial_dir: Path) -> TrialStatus:
     info = read_status(trial_dir)
     state = info.get("state")
     status.ref = str(info["pid"]) if info.get("pid") else None
+    owner = trial_owner(trial_dir)
+    if owner is not None:
+        status.state = "running"
+        status.ref = str(owner.get("pid") or status.ref or "")
+        return status
     if state == "running":
         same_host = info.get("host") == socket.gethostname()
-        if same_host and not pid_alive(info.get("pid")):
+        locked_before = (trial_dir / OWNER_FILE).exists()  # its owner held the lock; nobody holds it now
+        if locked_before or (same_host and not pid_alive(info.get("pid"))):
             status.state, status.detail = "interrupted", "process ended without a final state"
         else:
             status.state = "running"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from orchestrator.backends.base import Backend
 from orchestrator.lifecycle import KILLED, close_sweep, open_sweep, recorded_spec_text, split_finished, sweep_outcome
@@ -24,6 +24,7 @@ class SubmitResult:
     ctx: SweepContext
     submitted: list[Trial] = field(default_factory=list)
     skipped: list[Trial] = field(default_factory=list)  # already finished
+    busy: dict[str, dict[str, Any]] = field(default_factory=dict)  # running under another owner: left alone
     statuses: list[TrialStatus] = field(default_factory=list)
 
     @property
@@ -55,8 +56,8 @@ def submit_sweep(spec: SweepSpec, trials: list[Trial], backend: Backend, ctx: Sw
     tracker = open_sweep(ctx, trials, spec.resolved_text(), spec.description)
     write_text(ctx.sweep_dir / SPEC_FILE, spec.resolved_text())
     write_trials(ctx, trials)
-    todo, done = split_finished(ctx, trials, tracker)
-    return _run(ctx, backend, tracker, SubmitResult(ctx, todo, done), backend.submit)
+    split = split_finished(ctx, trials, tracker)
+    return _run(ctx, backend, tracker, SubmitResult(ctx, split.todo, split.done, split.busy), backend.submit)
 
 
 def resume_sweep(ctx: SweepContext, backend: Backend) -> SubmitResult:
@@ -64,13 +65,14 @@ def resume_sweep(ctx: SweepContext, backend: Backend) -> SubmitResult:
     backend.check_resume(ctx)
     trials = read_trials(ctx)
     tracker = open_sweep(ctx, trials, recorded_spec_text(ctx))
-    todo, done = split_finished(ctx, trials, tracker)
-    return _run(ctx, backend, tracker, SubmitResult(ctx, todo, done), backend.resume)
+    split = split_finished(ctx, trials, tracker)
+    return _run(ctx, backend, tracker, SubmitResult(ctx, split.todo, split.done, split.busy), backend.resume)
 
 
 def _run(ctx: SweepContext, backend: Backend, tracker: Tracker, result: SubmitResult,
          start: Callable[[SweepContext, list[Trial]], None]) -> SubmitResult:
-    """Hand the unfinished trials to the backend; a blocking backend's return ends the parent run."""
+    """Hand the unfinished trials to the backend; a blocking backend's return ends the parent run, unless trials
+    of the sweep are still running under another owner (that owner's submission closes it)."""
     if result.submitted:
         try:
             start(ctx, result.submitted)
@@ -79,6 +81,6 @@ def _run(ctx: SweepContext, backend: Backend, tracker: Tracker, result: SubmitRe
                 close_sweep(ctx, tracker, KILLED)
             raise
     result.statuses = backend.status(ctx)
-    if backend.blocking:
+    if backend.blocking and not result.busy:
         close_sweep(ctx, tracker, sweep_outcome(result.statuses))
     return result

@@ -20,7 +20,7 @@ from types import FrameType
 from typing import Any, Mapping, Sequence
 
 from convit.exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
-from convit.records import CONFIG_FILE, FINAL_FILE, METRICS_FILE, read_json, write_json
+from convit.records import CONFIG_FILE, FINAL_FILE, METRICS_FILE, TrialBusy, own_trial, read_json, write_json
 from orchestrator.status import write_status
 from orchestrator.tracking import MlflowReporter, Tracker, env_tags
 from orchestrator.threads import apply_thread_budget
@@ -48,12 +48,18 @@ def run_trial_process(trial: Trial, ctx: SweepContext, *, tags: Mapping[str, str
     ``tags`` are extra run tags from the backend (``ray_trial_id``, ``slurm_job_id``, ...); scheduler ids in
     the environment are added automatically. ``control`` is the engine's TrialControl (a backend's signal
     handler asks it for a checkpoint); ``reporters`` receive every epoch after MLflow has logged it.
-    Raises the engine's TrialInterrupted / TrialFailed (after recording them) so the backend can react.
+    Raises the engine's TrialInterrupted / TrialFailed (after recording them) so the backend can react, and
+    TrialBusy (recording nothing) when another live process owns the trial.
     """
+    out_dir = ctx.trial_dir(trial.id)
+    with own_trial(out_dir):  # TrialBusy, before anything is written, when another process runs this trial
+        return _run_owned(trial, ctx, out_dir, tags, control, reporters)
+
+
+def _run_owned(trial: Trial, ctx: SweepContext, out_dir: Path, tags: Mapping[str, str] | None, control: Any,
+               reporters: Sequence[Any]) -> dict[str, float]:
     from convit.engine import TrialFailed, TrialInterrupted, run_trial  # heavy: torch
 
-    out_dir = ctx.trial_dir(trial.id)
-    out_dir.mkdir(parents=True, exist_ok=True)
     write_trial_record(out_dir, trial)
     write_status(out_dir, "running")
     tracker = Tracker(ctx.tracking_uri)
@@ -139,6 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     apply_thread_budget()
     try:
         run_trial_process(trial, ctx, control=control)
+    except TrialBusy as exc:
+        print(f"not started: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except TrialInterrupted:
         return EXIT_INTERRUPTED
     except Exception:  # noqa: BLE001 - recorded in status.json and MLflow already

@@ -4,7 +4,7 @@ Backends (local, Ray Tune, SLURM) call `run_trial` and talk to it only through a
 metrics) and a `TrialControl` (checkpoint / stop on demand).  See docs/training.md.
 """
 
-from .control import ConfigMismatch, Reporter, TrialControl, TrialFailed, TrialInterrupted
+from .control import ConfigMismatch, Reporter, TrialBusy, TrialControl, TrialFailed, TrialInterrupted
 from .trial import run_trial
 
-__all__ = ["ConfigMismatch", "Reporter", "TrialControl", "TrialFailed", "TrialInterrupted", "run_trial"]
+__all__ = ["ConfigMismatch", "Reporter", "TrialBusy", "TrialControl", "TrialFailed", "TrialInterrupted", "run_trial"]

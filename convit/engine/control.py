@@ -7,9 +7,9 @@ import threading
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from ..records import ConfigMismatch  # re-exported: defined torch-free
+from ..records import ConfigMismatch, TrialBusy  # re-exported: defined torch-free
 
-__all__ = ["ConfigMismatch", "Reporter", "TrialControl", "TrialFailed", "TrialInterrupted"]
+__all__ = ["ConfigMismatch", "Reporter", "TrialBusy", "TrialControl", "TrialFailed", "TrialInterrupted"]
 
 
 class TrialFailed(RuntimeError):

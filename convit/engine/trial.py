@@ -46,17 +46,20 @@ CHECKPOINT_FORMAT = 1
 def run_trial(config: TrialConfig, out_dir: Path, reporter: Reporter | None = None,
               control: TrialControl | None = None) -> dict[str, float]:
     """Train one trial into ``out_dir`` (resuming from its latest good checkpoint) and return the final
-    metrics.  Raises DataError / ConfigMismatch on bad input (before writing anything), TrialFailed on a
-    non-finite loss, TrialInterrupted after a requested stop checkpoint."""
+    metrics.  Raises DataError / ConfigMismatch on bad input (before writing anything), TrialBusy when another
+    live process is training the same out_dir, TrialFailed on a non-finite loss, TrialInterrupted after a
+    requested stop checkpoint."""
     out_dir = Path(out_dir)
     ctx = setup()
     try:
         plan = check_data(config, ctx.world_size)
         records.check_same_trial(out_dir, config.config_hash())
-        final = records.read_final(out_dir)
-        if final is not None:
-            return final["metrics"]
-        return _Trial(config, plan, out_dir, ctx, reporter, control or TrialControl()).run()
+        owner = records.own_trial(out_dir) if ctx.is_main else contextlib.nullcontext()
+        with owner:  # one process trains a trial at a time (rank 0 writes; TrialBusy if another owns it)
+            final = records.read_final(out_dir)
+            if final is not None:
+                return final["metrics"]
+            return _Trial(config, plan, out_dir, ctx, reporter, control or TrialControl()).run()
     finally:
         ctx.close()
 
