@@ -12,22 +12,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from convit.records import is_finished, read_json, trial_owner
+from orchestrator.locks import exclusive
 from orchestrator.status import TrialStatus, read_status
 from orchestrator.tracking import Tracker
 from orchestrator.trial import Trial
 from orchestrator.workdir import SPEC_FILE, TRIALS_FILE, SweepContext
 
+SWEEP_LOCK = ".sweep.lock"  # in the sweep folder
 #: MLflow run status of a sweep from the states of its trials.
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
 
 
 def open_sweep(ctx: SweepContext, trials: list[Trial], spec_text: str, description: str = "") -> Tracker:
-    """Open (or reopen, on resubmission) the sweep's parent run, record its id in sweep.json."""
+    """Open (or reopen, on resubmission) the sweep's parent run, record its id in sweep.json. Two submissions
+    of the same sweep at once find or create one parent run between them (a lock in the sweep folder)."""
     tracker = Tracker(ctx.tracking_uri)
-    ctx.parent_run_id = tracker.start_sweep(
-        experiment=ctx.experiment, sweep_id=ctx.sweep_id, spec_text=spec_text, axes=ctx.axes, backend=ctx.backend,
-        git_commit=ctx.git_commit, n_trials=len(trials), description=description)
-    ctx.save()
+    with exclusive(ctx.sweep_dir / SWEEP_LOCK, what="another submission of this sweep opening its parent run"):
+        ctx.parent_run_id = tracker.start_sweep(
+            experiment=ctx.experiment, sweep_id=ctx.sweep_id, spec_text=spec_text, axes=ctx.axes,
+            backend=ctx.backend, git_commit=ctx.git_commit, n_trials=len(trials), description=description)
+        ctx.save()
     return tracker
 
 

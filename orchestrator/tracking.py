@@ -29,6 +29,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from convit.records import read_metrics
+from orchestrator.locks import exclusive
 
 DB_NAME = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
@@ -49,6 +50,13 @@ def default_tracking_uri(workdir: Path) -> str:
 def resolve_tracking_uri(workdir: Path, cli_uri: str | None = None, spec_uri: str | None = None) -> str:
     """--tracking-uri, then the sweep file's tracking.uri, then $MLFLOW_TRACKING_URI, then the embedded store."""
     return cli_uri or spec_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(workdir)
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI (None for a server or another store)."""
+    if urlparse(uri).scheme != "sqlite":
+        return None
+    return Path(uri.removeprefix("sqlite:///")).resolve()
 
 
 def _artifact_root(uri: str) -> str | None:
@@ -145,7 +153,16 @@ class Tracker:
 
     def __init__(self, uri: str):
         self.uri = uri
-        self.client = _RetryingClient(MlflowClient(tracking_uri=uri))
+        db = _sqlite_path(uri)
+        if db is None:
+            self.client = _RetryingClient(MlflowClient(tracking_uri=uri))
+            return
+        # A fresh store is created (tables, then alembic migrations) when a client first opens it; two processes
+        # doing that at once fail ("duplicate column name", "Online migration expected to match one row"). One
+        # at a time per store file; afterwards it is only a cheap lock.
+        with exclusive(db.with_name(db.name + ".lock"), what="another process creating the MLflow store"):
+            self.client = _RetryingClient(MlflowClient(tracking_uri=uri))
+            self.client.search_experiments(max_results=1)
 
     # -- experiments
     def experiment_id(self, name: str, create: bool = True) -> str | None:

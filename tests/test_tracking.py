@@ -95,3 +95,34 @@ def test_parallel_writers_on_one_sqlite_lose_nothing(tracker: Tracker):
         run_id = runs[f"w{i}"].info.run_id
         assert _steps(tracker, run_id, "epoch") == list(range(25))
         assert _steps(tracker, run_id, "m19") == list(range(25))
+
+
+def _first_use(uri: str, barrier: object, results: object) -> None:
+    """One process's first steps on a store: open it, its experiment, the sweep's parent run."""
+    barrier.wait()  # type: ignore[attr-defined]
+    try:
+        tracker = Tracker(uri)
+        run_id = tracker.start_sweep(experiment="exp", sweep_id="sw", spec_text="name: sw\n", axes=[],
+                                     backend="local", git_commit="g", n_trials=1)
+        results.put(("ok", run_id))  # type: ignore[attr-defined]
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        results.put(("error", f"{type(exc).__name__}: {exc}"[:300]))  # type: ignore[attr-defined]
+
+
+def test_six_processes_opening_a_fresh_store_at_once_all_succeed(tmp_path: Path):
+    """A fresh sqlite store is created (tables, migrations) by whichever process comes first; six at the same
+    instant used to leave five with 'duplicate column name' or alembic errors."""
+    uri = default_tracking_uri(tmp_path)
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(6), ctx.Queue()
+    procs = [ctx.Process(target=_first_use, args=(uri, barrier, results)) for _ in range(6)]
+    for p in procs:
+        p.start()
+    outcomes = [results.get(timeout=240) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    errors = [detail for kind, detail in outcomes if kind != "ok"]
+    assert not errors, errors
+    tracker = Tracker(uri)
+    assert len(tracker.client.search_experiments()) == 2  # Default + exp, once
+    assert tracker.find_sweep_run("exp", "sw") is not None

@@ -1,6 +1,7 @@
-"""One owner per trial (convit.records.own_trial): a second runner of the same trial is refused on every door,
-a running trial is left alone by a second submission (and by one after its scheduler was killed), and an owner
-that dies however it dies never blocks a later run."""
+"""Processes at once. One owner per trial (convit.records.own_trial): a second runner of the same trial is
+refused on every door, a running trial is left alone by a second submission (and by one after its scheduler was
+killed), and an owner that dies however it dies never blocks a later run. Sweeps submitted together on a fresh
+working folder all run (the embedded store is created once)."""
 from __future__ import annotations
 
 import os
@@ -119,3 +120,16 @@ def test_trials_that_outlive_a_killed_scheduler_are_left_alone(tmp_path: Path):
     last = cli("submit", str(spec), "--workdir", str(work))
     assert last.returncode == 0 and "every trial has finished" in last.stdout, last.stdout + last.stderr
     _assert_each_epoch_once(work, "orphan", trial_dir, 20)
+
+
+def test_three_sweeps_submitted_at_once_on_a_fresh_folder_all_run(tmp_path: Path):
+    """Each submit creates the embedded store if it is missing: at once, on a fresh folder, none may fail."""
+    work = tmp_path / "runs"
+    specs = [sweep_file(tmp_path, f"at-once-{i}", epochs=1, train=32, models="[deit_tiny]") for i in range(3)]
+    procs = [cli_background("submit", str(spec), "--workdir", str(work)) for spec in specs]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], "\n".join(outputs)
+    tracker = Tracker(default_tracking_uri(work))
+    for i in range(3):
+        name = f"at-once-{i}"
+        assert tracker.find_sweep_run(name, name).info.status == "FINISHED"
