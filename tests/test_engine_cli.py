@@ -67,3 +67,28 @@ def test_sigterm_checkpoints_and_rerun_resumes(tmp_path):
     assert rerun.returncode == 0, rerun.stderr
     assert "resumed" in rerun.stderr
     assert [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()] == list(range(6))
+
+
+def test_sigterm_to_the_whole_process_group_with_loader_workers_checkpoints(tmp_path):
+    """`kill -TERM -PGID` (what scancel and container runtimes do) reaches the DataLoader workers as well: the
+    trial still saves its exact checkpoint, exits 3 and resumes to the same end."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "convit.train", "smoke", "epochs=4", "num_workers=2", "synthetic_train_size=512",
+           "analysis_every=0", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 120
+    while not (metrics.exists() and metrics.read_text().strip()) and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # into the second epoch, workers busy
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, err
+    assert "killed by signal" not in err
+    names = [p.name for p in (out / "checkpoints").iterdir()]
+    assert names and not (out / "final.json").exists()
+    rerun = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert rerun.returncode == 0, rerun.stderr
+    assert [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()] == list(range(4))

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import math
 import resource
+import signal
 import sys
 import time
 from pathlib import Path
@@ -62,6 +63,18 @@ def run_trial(config: TrialConfig, out_dir: Path, reporter: Reporter | None = No
             return _Trial(config, plan, out_dir, ctx, reporter, control or TrialControl()).run()
     finally:
         ctx.close()
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def _leave_stop_signals_to_the_trainer(worker_id: int) -> None:  # noqa: ARG001 - DataLoader's worker_init_fn API
+    """DataLoader workers ignore stop signals. A signal sent to the whole process group (``kill -TERM -PGID``,
+    ``scancel``, a container runtime, Ctrl-C) reaches the workers too; a worker that died of it would end the trial
+    with "DataLoader worker killed by signal" instead of the exact checkpoint the main process saves. The main
+    process handles the signal and ends its workers itself."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def _amp_context(amp: str, device: torch.device) -> contextlib.AbstractContextManager:
@@ -119,7 +132,7 @@ class _Trial:
         self.sampler = EpochBatchSampler(self.data.subset, cfg.seed, cfg.batch_size, cfg.repeated_aug,
                                          cfg.repeated_aug_budget, ctx.rank, ctx.world_size)
         common = dict(num_workers=cfg.num_workers, pin_memory=ctx.device.type == "cuda",
-                      persistent_workers=cfg.num_workers > 0)
+                      persistent_workers=cfg.num_workers > 0, worker_init_fn=_leave_stop_signals_to_the_trainer)
         # A private generator: creating a loader iterator must not draw from the global torch RNG, or a
         # resumed run (which creates its iterator at a different point) would diverge.
         self.train_loader = DataLoader(self.data.train, batch_sampler=self.sampler,
