@@ -5,7 +5,9 @@ Torch-free, so a process that only inspects trial folders never imports torch.
 
     out_dir/config.json      {config, config_hash, resolved, plan, subset, steps_per_epoch}, written at (re)start
     out_dir/metrics.jsonl    one JSON object per epoch (with "epoch"), appended after each epoch
-    out_dir/checkpoints/     the two latest checkpoints (convit.engine.checkpoint)
+    out_dir/checkpoints/     the two latest checkpoints, ckpt-EEEEE-SSSSSS.pt (named by the position a resumed
+                             run starts from), each with a ``.json`` record: its SHA-256, size, position and
+                             config hash (written by convit.engine.checkpoint, checked before it is loaded)
     out_dir/final.json       {metrics, subset, config_hash}, written last: the trial is finished
     out_dir/owner.lock       an OS lock (flock) held by the one process that trains the trial now, with its pid,
                              host and start time: a second runner is refused, and the kernel frees the lock
@@ -20,8 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
+import re
 import secrets
 import socket
 import sys
@@ -30,6 +34,15 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
 __all__ = [
+    "file_sha256",
+    "write_checkpoint_record",
+    "remove_dead_temp_files",
+    "remove_checkpoint",
+    "list_checkpoints",
+    "checkpoint_record",
+    "checkpoint_position",
+    "checkpoint_name",
+    "CheckpointsUnusable",
     "CHECKPOINTS_DIR",
     "CONFIG_FILE",
     "ConfigMismatch",
@@ -59,6 +72,11 @@ OWNER_FILE = "owner.lock"
 
 class ConfigMismatch(ValueError):
     """out_dir holds a different trial (its config hash differs from the one asked for)."""
+
+
+class CheckpointsUnusable(ValueError):
+    """The trial folder holds checkpoints but none can be resumed from (damaged, foreign, or not a folder):
+    restarting would throw recorded progress away, which only an explicit request may do."""
 
 
 class TrialBusy(RuntimeError):
@@ -234,9 +252,95 @@ def is_finished(out_dir: Path) -> bool:
 
 
 def read_final(out_dir: Path) -> dict[str, Any] | None:
-    """final.json ({metrics, subset, config_hash}), or None while the trial is not finished."""
+    """final.json ({metrics, subset, config_hash}), or None while the trial is not finished. A damaged one
+    (truncated, ``{}``) counts as missing: the run resumes from its last checkpoint and writes it again."""
     final = read_json(Path(out_dir) / FINAL_FILE)
-    return final if isinstance(final, dict) else None
+    return final if isinstance(final, dict) and isinstance(final.get("metrics"), dict) else None
+
+
+# ----------------------------------------------------------------------------------------- checkpoints
+_CHECKPOINT = re.compile(r"^ckpt-(\d{5})-(\d{6})\.pt$")
+_TEMP = re.compile(r"^\..+\.(\d+)\.[0-9a-f]+\.tmp$|^\..+\.tmp(\d+)$")  # atomic_write_bytes' temp files
+
+
+def checkpoint_name(epoch: int, step: int) -> str:
+    """ckpt-EEEEE-SSSSSS.pt: the epoch a resumed run starts in and the optimizer steps already done in it."""
+    return f"ckpt-{epoch:05d}-{step:06d}.pt"
+
+
+def checkpoint_position(path: Path) -> tuple[int, int] | None:
+    """(epoch, step) from a checkpoint's name; None for a name that is not one."""
+    found = _CHECKPOINT.match(Path(path).name)
+    return (int(found.group(1)), int(found.group(2))) if found else None
+
+
+def checkpoint_record_path(path: Path) -> Path:
+    return Path(path).with_name(Path(path).name + ".json")
+
+
+def checkpoint_record(path: Path) -> dict[str, Any] | None:
+    """The record written with a checkpoint ({sha256, bytes, epoch, step, config_hash}), None if missing."""
+    record = read_json(checkpoint_record_path(path))
+    return record if isinstance(record, dict) and isinstance(record.get("sha256"), str) else None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_checkpoint_record(path: Path, position: tuple[int, int], config_hash: str) -> None:
+    """Record a checkpoint just written: its digest is read back from the disk, so what is checked on resume is
+    what was stored."""
+    write_json(checkpoint_record_path(path), {"sha256": file_sha256(path), "bytes": Path(path).stat().st_size,
+                                              "epoch": position[0], "step": position[1],
+                                              "config_hash": config_hash})
+
+
+def list_checkpoints(ckpt_dir: Path) -> list[Path]:
+    """Checkpoint files, oldest first: by the position their record holds (a file renamed or copied in under a
+    later name is not taken for the newest), those without a record (older versions, copies) before them."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return []
+    def order(path: Path) -> tuple[bool, tuple[int, int], str]:
+        record = checkpoint_record(path)
+        if record is not None and isinstance(record.get("epoch"), int) and isinstance(record.get("step"), int):
+            return True, (record["epoch"], record["step"]), path.name
+        return False, checkpoint_position(path) or (-1, -1), path.name
+    return sorted((p for p in ckpt_dir.iterdir() if _CHECKPOINT.match(p.name)), key=order)
+
+
+def remove_checkpoint(path: Path) -> None:
+    Path(path).unlink(missing_ok=True)
+    checkpoint_record_path(path).unlink(missing_ok=True)
+
+
+def remove_dead_temp_files(folder: Path) -> list[Path]:
+    """Temporary files left by writers that were killed mid-write (their pid is gone): without this, every kill
+    during a checkpoint write leaves one behind and the folder grows without bound."""
+    removed = []
+    if not Path(folder).is_dir():
+        return removed
+    for path in Path(folder).iterdir():
+        found = _TEMP.match(path.name)
+        if found and not _pid_alive(int(found.group(1) or found.group(2))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def check_same_trial(out_dir: Path, config_hash: str) -> None:

@@ -18,8 +18,8 @@ from typing import Sequence
 from .config import ConfigError, TrialConfig, load_config
 from .presets import PRESETS
 from .exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
-from .records import (CHECKPOINTS_DIR, CONFIG_FILE, FINAL_FILE, METRICS_FILE, TrialBusy, check_same_trial,
-                      trial_owner)
+from .records import (CHECKPOINTS_DIR, CONFIG_FILE, FINAL_FILE, METRICS_FILE, CheckpointsUnusable, TrialBusy,
+                      check_same_trial, trial_owner)
 
 _EPILOG = f"""\
 CONFIG is a YAML file of TrialConfig keys (it may start from a preset with 'preset: NAME') or a preset
@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrialInterrupted as err:
         print(f"interrupted: {err}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except TrialBusy as err:  # another process took the folder between the check above and the start
+    except (TrialBusy, ConfigMismatch, CheckpointsUnusable) as err:  # found once the trial looked at DIR
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     print(json.dumps(final, indent=2, sort_keys=True))

@@ -25,6 +25,7 @@ from orchestrator.backends.base import Backend
 from orchestrator.errors import BackendUnavailable, OrchestratorError
 from orchestrator.keys import leaf_name
 from orchestrator.preflight import check_trials_data
+from orchestrator.process_env import fail_fast_on_outages
 from orchestrator.spec import SweepSpec, load_sweep
 from orchestrator.status import TrialStatus
 from orchestrator.trial import Trial
@@ -150,6 +151,8 @@ def _report(args: argparse.Namespace, ctx: SweepContext, backend: Backend, resul
     another process runs them are not this submission's to count as stopped."""
     if result.skipped:
         console.print(f"{len(result.skipped)} trial(s) already finished: skipped")
+    if result.caught_up:
+        console.print(f"{len(result.caught_up)} of them finished while MLflow was not answering: logged now")
     for trial_id, owner in result.busy.items():
         console.print(f"{trial_id} is already running (pid {owner.get('pid', '?')} on {owner.get('host', '?')}): "
                       "left alone", highlight=False)
@@ -329,6 +332,7 @@ COMMANDS = {"submit": cmd_submit, "status": cmd_status, "cancel": cmd_cancel, "c
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    fail_fast_on_outages()  # a tracking server that is down fails a call in seconds, not minutes
     if argv[:1] == ["train"]:  # everything after 'train' belongs to the engine's parser, --help included
         return cmd_train(argparse.Namespace(args=argv[1:]))
     parser = build_parser()

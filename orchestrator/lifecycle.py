@@ -8,6 +8,7 @@ tasks close it when the last trial ends (:func:`close_if_all_ended`).
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ from orchestrator.locks import exclusive
 from orchestrator.status import TrialStatus, read_status
 from orchestrator.tracking import Tracker
 from orchestrator.trial import Trial
+from orchestrator.trial_runner import log_finished_trial
 from orchestrator.workdir import SPEC_FILE, TRIALS_FILE, SweepContext
 
 SWEEP_LOCK = ".sweep.lock"  # in the sweep folder
@@ -52,16 +54,22 @@ class Split:
     todo: list[Trial]
     done: list[Trial]
     busy: dict[str, dict[str, Any]]  # trial id -> its owner {pid, host, started, command}
+    caught_up: list[Trial]  # finished while tracking was down: logged to MLflow now from their folders
 
 
 def split_finished(ctx: SweepContext, trials: list[Trial], tracker: Tracker) -> Split:
     """Finished on disk or in MLflow; running under another owner (a second submit of the same sweep, or trials
     that outlived a killed scheduler: each trial has one owner, see convit.records.own_trial); the rest."""
-    done = finished_on_disk(ctx, trials) | tracker.finished_trial_ids(ctx.experiment, ctx.sweep_id)
+    on_disk = finished_on_disk(ctx, trials)
+    in_mlflow = tracker.finished_trial_ids(ctx.experiment, ctx.sweep_id)
+    done = on_disk | in_mlflow
     busy = {t.id: owner for t in trials if t.id not in done
             for owner in [trial_owner(ctx.trial_dir(t.id))] if owner is not None}
+    caught_up = [t for t in trials if t.id in on_disk - in_mlflow]
+    for trial in caught_up:
+        log_finished_trial(trial, ctx, tracker)
     return Split([t for t in trials if t.id not in done and t.id not in busy],
-                 [t for t in trials if t.id in done], busy)
+                 [t for t in trials if t.id in done], busy, caught_up)
 
 
 def sweep_outcome(statuses: list[TrialStatus]) -> str:
@@ -71,8 +79,15 @@ def sweep_outcome(statuses: list[TrialStatus]) -> str:
 
 
 def close_sweep(ctx: SweepContext, tracker: Tracker, status: str) -> None:
-    if ctx.parent_run_id:
+    """End the parent run with ``status``; when tracking does not answer, say so (the next submission of the
+    sweep reopens and closes it) instead of failing a sweep whose trials ran."""
+    if not ctx.parent_run_id:
+        return
+    try:
         tracker.end_run(ctx.parent_run_id, status)
+    except Exception as exc:  # noqa: BLE001 - tracking down at the very end: the trials' results are on disk
+        print(f"warning: could not close the sweep's MLflow run ({type(exc).__name__}: {' '.join(str(exc).split())[:200]});"
+              " submitting the sweep again closes it", file=sys.stderr)
 
 
 def _ended(ctx: SweepContext, trial_id: str) -> str | None:

@@ -25,6 +25,7 @@ class SubmitResult:
     submitted: list[Trial] = field(default_factory=list)
     skipped: list[Trial] = field(default_factory=list)  # already finished
     busy: dict[str, dict[str, Any]] = field(default_factory=dict)  # running under another owner: left alone
+    caught_up: list[Trial] = field(default_factory=list)  # finished while tracking was down, logged now
     statuses: list[TrialStatus] = field(default_factory=list)
 
     @property
@@ -57,7 +58,8 @@ def submit_sweep(spec: SweepSpec, trials: list[Trial], backend: Backend, ctx: Sw
     write_text(ctx.sweep_dir / SPEC_FILE, spec.resolved_text())
     write_trials(ctx, trials)
     split = split_finished(ctx, trials, tracker)
-    return _run(ctx, backend, tracker, SubmitResult(ctx, split.todo, split.done, split.busy), backend.submit)
+    result = SubmitResult(ctx, split.todo, split.done, split.busy, split.caught_up)
+    return _run(ctx, backend, tracker, result, backend.submit)
 
 
 def resume_sweep(ctx: SweepContext, backend: Backend) -> SubmitResult:
@@ -66,7 +68,8 @@ def resume_sweep(ctx: SweepContext, backend: Backend) -> SubmitResult:
     trials = read_trials(ctx)
     tracker = open_sweep(ctx, trials, recorded_spec_text(ctx))
     split = split_finished(ctx, trials, tracker)
-    return _run(ctx, backend, tracker, SubmitResult(ctx, split.todo, split.done, split.busy), backend.resume)
+    result = SubmitResult(ctx, split.todo, split.done, split.busy, split.caught_up)
+    return _run(ctx, backend, tracker, result, backend.resume)
 
 
 def _run(ctx: SweepContext, backend: Backend, tracker: Tracker, result: SubmitResult,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import random
 import socket
@@ -337,3 +338,95 @@ class MlflowReporter:
             self.tracker.log_epoch(self.run_id, int(epoch), metrics)
             self.logged.add(int(epoch))
         self.seconds += time.perf_counter() - start
+
+
+# ---------------------------------------------------------------------------------------------- outages
+class TrialRun:
+    """A trial's child run, kept going through tracking outages.
+
+    Every MLflow call goes through :meth:`_attempt`: when the store or server fails, the trial goes on (the
+    engine's metrics.jsonl is the source of truth), one warning is printed (the trial log, and the submitting
+    process's progress through it), and later calls try again at most every ``retry_s`` seconds, so training is
+    not slowed. When tracking answers again, :meth:`sync` logs every epoch it missed, exactly once. A trial that
+    ends while tracking is down is still finished on disk; the next submission catches its run up
+    (:func:`orchestrator.lifecycle.catch_up`).
+    """
+
+    def __init__(self, tracker: Tracker, metrics_file: Path, open_run: Callable[[], str],
+                 warn: Callable[[str], None], retry_s: float = 30.0):
+        self.tracker, self.metrics_file, self._open_run, self._warn = tracker, metrics_file, open_run, warn
+        self.retry_s = retry_s
+        self.reporter: MlflowReporter | None = None
+        self.down_since: float | None = None
+        self._last_try = -math.inf
+        self._attempt(self._open, force=True)
+
+    @property
+    def run_id(self) -> str | None:
+        return self.reporter.run_id if self.reporter is not None else None
+
+    @property
+    def seconds(self) -> float:
+        return self.reporter.seconds if self.reporter is not None else 0.0
+
+    def _open(self) -> None:
+        if self.reporter is None:
+            self.reporter = MlflowReporter(self.tracker, self._open_run(), self.metrics_file)
+
+    def _attempt(self, action: Callable[[], Any], force: bool = False) -> bool:
+        now = time.monotonic()
+        if self.down_since is not None and not force and now - self._last_try < self.retry_s:
+            return False
+        self._last_try = now
+        try:
+            self._open()
+            action()
+        except Exception as exc:  # noqa: BLE001 - any tracking failure: training goes on
+            if self.down_since is None:
+                self.down_since = now
+                reason = " ".join(str(exc).split())[:300]
+                self._warn(f"warning: MLflow at {self.tracker.uri} is not answering ({type(exc).__name__}: "
+                           f"{reason}); training goes on, metrics.jsonl keeps every epoch and they are logged when "
+                           "it is back")
+            return False
+        if self.down_since is not None:
+            self._warn(f"MLflow at {self.tracker.uri} answers again after {now - self.down_since:.0f} s: "
+                       "missed epochs logged")
+            self.down_since = None
+        return True
+
+    def sync(self, force: bool = False) -> bool:
+        """Log every epoch of metrics.jsonl that MLflow lacks (rate-limited while tracking is down)."""
+        return self._attempt(lambda: self.reporter.sync(), force=force)  # type: ignore[union-attr]
+
+    def report(self, epoch: int, metrics: dict[str, float], checkpoint_dir: Path | None = None) -> None:
+        """The engine's Reporter: metrics.jsonl already holds this epoch, so logging it is a sync."""
+        self.sync()
+
+    def finish(self, final: Mapping[str, Any], files: Iterable[Path], patience_s: float = 20.0) -> bool:
+        """Everything logged, the run FINISHED; False when tracking stayed down for ``patience_s`` (the next
+        submission catches the run up from the trial folder)."""
+        def action() -> None:
+            assert self.reporter is not None
+            self.reporter.sync()
+            self.tracker.log_final(self.reporter.run_id, final, step=max(self.reporter.logged, default=0))
+            self.tracker.log_files(self.reporter.run_id, files)
+            self.tracker.end_run(self.reporter.run_id, "FINISHED")
+        deadline = time.monotonic() + patience_s
+        while not self._attempt(action, force=True):
+            if time.monotonic() >= deadline:
+                self._warn("warning: the trial finished but MLflow is still not answering; submitting the sweep "
+                           "again logs its run from the trial folder")
+                return False
+            time.sleep(5.0)
+        return True
+
+    def end(self, status: str, tags: Mapping[str, str] | None = None) -> None:
+        """Best effort (a stop or a failure): the epochs so far, the tags, the run's end status."""
+        def action() -> None:
+            assert self.reporter is not None
+            self.reporter.sync()
+            if tags:
+                self.tracker.set_tags(self.reporter.run_id, tags)
+            self.tracker.end_run(self.reporter.run_id, status)
+        self._attempt(action, force=True)

@@ -20,10 +20,11 @@ from types import FrameType
 from typing import Any, Mapping, Sequence
 
 from convit.exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
-from convit.records import CONFIG_FILE, FINAL_FILE, METRICS_FILE, TrialBusy, own_trial, read_json, write_json
+from convit.records import (CONFIG_FILE, FINAL_FILE, METRICS_FILE, TrialBusy, own_trial, read_final, read_json,
+                            write_json)
 from orchestrator.status import write_status
-from orchestrator.tracking import MlflowReporter, Tracker, env_tags
-from orchestrator.threads import apply_thread_budget
+from orchestrator.tracking import MlflowReporter, Tracker, TrialRun, env_tags
+from orchestrator.process_env import apply_thread_budget, fail_fast_on_outages
 from orchestrator.trial import Trial
 from orchestrator.workdir import TRIAL_FILE, SweepContext, read_trial_record, write_trial_record
 
@@ -62,8 +63,36 @@ def _run_owned(trial: Trial, ctx: SweepContext, out_dir: Path, tags: Mapping[str
 
     write_trial_record(out_dir, trial)
     write_status(out_dir, "running")
-    tracker = Tracker(ctx.tracking_uri)
-    run_id = tracker.open_trial_run(
+    fail_fast_on_outages()
+    run = TrialRun(Tracker(ctx.tracking_uri), out_dir / METRICS_FILE, lambda: open_run(trial, ctx, tags), _warn)
+    started = time.perf_counter()
+    try:
+        final = run_trial(trial.config, out_dir, reporter=_Fanout([run, *reporters]), control=control)
+    except TrialInterrupted:
+        run.end("KILLED")
+        write_status(out_dir, "interrupted", error="stopped after a checkpoint; resubmit to resume")
+        raise
+    except (KeyboardInterrupt, SystemExit):  # stopped at once (a second signal): resumes from the last checkpoint
+        write_status(out_dir, "interrupted", error="stopped before a checkpoint; resubmit to resume")
+        run.end("KILLED")
+        raise
+    except BaseException as exc:
+        reason = exc.reason if isinstance(exc, TrialFailed) else f"{type(exc).__name__}: {exc}"
+        write_status(out_dir, "failed", error=reason, traceback="".join(traceback.format_exception(exc))[-4000:])
+        run.end("FAILED", {"failure_reason": reason[:5000]})
+        raise
+    elapsed = time.perf_counter() - started
+    final_logged = {**final, "tracking_overhead_s": run.seconds,
+                    "tracking_overhead_frac": run.seconds / max(elapsed, 1e-9)}
+    logged = run.finish(final_logged, [out_dir / n for n in (CONFIG_FILE, FINAL_FILE, TRIAL_FILE)])
+    write_status(out_dir, "done", **({} if logged else {"tracking": "pending: submit again to log the run"}))
+    return final
+
+
+def open_run(trial: Trial, ctx: SweepContext, tags: Mapping[str, str] | None = None) -> str:
+    """Open (or reopen) the trial's child run with its tags, and record its id in the trial folder."""
+    out_dir = ctx.trial_dir(trial.id)
+    run_id = Tracker(ctx.tracking_uri).open_trial_run(
         experiment=ctx.experiment, sweep_id=ctx.sweep_id, parent_run_id=ctx.parent_run_id, trial_id=trial.id,
         trial_name=trial.name, params=trial.config_dict(),
         tags={**env_tags(), "backend": ctx.backend, "git_commit": ctx.git_commit,
@@ -71,49 +100,25 @@ def _run_owned(trial: Trial, ctx: SweepContext, out_dir: Path, tags: Mapping[str
               **dict(tags or {})},
         known_run_id=(read_json(out_dir / RUN_ID_FILE, {}) or {}).get("run_id"))
     write_json(out_dir / RUN_ID_FILE, {"run_id": run_id, "tracking_uri": ctx.tracking_uri})
+    return run_id
+
+
+def log_finished_trial(trial: Trial, ctx: SweepContext, tracker: Tracker) -> None:
+    """Log a trial that finished on disk while tracking was down: its run (reopened, or created), every epoch of
+    metrics.jsonl it lacks, the final metrics, FINISHED. Raises when tracking is still down."""
+    out_dir = ctx.trial_dir(trial.id)
+    final = read_final(out_dir) or {}
+    run_id = open_run(trial, ctx)
     reporter = MlflowReporter(tracker, run_id, out_dir / METRICS_FILE)
     reporter.sync()
-    started = time.perf_counter()
-    try:
-        final = run_trial(trial.config, out_dir, reporter=_Fanout([reporter, *reporters]), control=control)
-    except TrialInterrupted:
-        reporter.sync()
-        tracker.end_run(run_id, "KILLED")
-        write_status(out_dir, "interrupted", error="stopped after a checkpoint; resubmit to resume")
-        raise
-    except (KeyboardInterrupt, SystemExit):  # stopped at once (a second signal): resumes from the last checkpoint
-        write_status(out_dir, "interrupted", error="stopped before a checkpoint; resubmit to resume")
-        try:
-            tracker.end_run(run_id, "KILLED")
-        except Exception:  # noqa: BLE001
-            pass
-        raise
-    except BaseException as exc:
-        reason = exc.reason if isinstance(exc, TrialFailed) else f"{type(exc).__name__}: {exc}"
-        _record_failure(tracker, run_id, reporter, out_dir, reason, exc)
-        raise
-    reporter.sync()
-    elapsed = time.perf_counter() - started
-    last_epoch = max(reporter.logged, default=0)
-    tracker.log_final(run_id, {**final, "tracking_overhead_s": reporter.seconds,
-                               "tracking_overhead_frac": reporter.seconds / max(elapsed, 1e-9)}, step=last_epoch)
+    tracker.log_final(run_id, final.get("metrics", {}), step=max(reporter.logged, default=0))
     tracker.log_files(run_id, [out_dir / n for n in (CONFIG_FILE, FINAL_FILE, TRIAL_FILE)])
     tracker.end_run(run_id, "FINISHED")
     write_status(out_dir, "done")
-    return final
 
 
-def _record_failure(tracker: Any, run_id: str, reporter: Any, out_dir: Path, reason: str,
-                    exc: BaseException) -> None:
-    """Best effort: a failure to record the failure must not hide the original error."""
-    detail = "".join(traceback.format_exception(exc))[-4000:]
-    write_status(out_dir, "failed", error=reason, traceback=detail)
-    try:
-        reporter.sync()
-        tracker.set_tags(run_id, {"failure_reason": reason[:5000]})
-        tracker.end_run(run_id, "FAILED")
-    except Exception as log_exc:  # noqa: BLE001
-        print(f"could not record the failure in MLflow: {log_exc}", file=sys.stderr)
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------------- command

@@ -36,7 +36,7 @@ from ..data.dataset import seeded
 from ..models import create_model
 from . import rng
 from .checkpoint import load_latest, save_checkpoint
-from .control import ConfigMismatch, Reporter, TrialControl, TrialFailed, TrialInterrupted
+from .control import Reporter, TrialControl, TrialFailed, TrialInterrupted
 from .distributed import DistContext, all_reduce_sum, gather_objects, setup
 
 log = logging.getLogger("convit.engine")
@@ -48,8 +48,8 @@ def run_trial(config: TrialConfig, out_dir: Path, reporter: Reporter | None = No
               control: TrialControl | None = None) -> dict[str, float]:
     """Train one trial into ``out_dir`` (resuming from its latest good checkpoint) and return the final
     metrics.  Raises DataError / ConfigMismatch on bad input (before writing anything), TrialBusy when another
-    live process is training the same out_dir, TrialFailed on a non-finite loss, TrialInterrupted after a
-    requested stop checkpoint."""
+    live process is training the same out_dir, CheckpointsUnusable when checkpoints exist but none can be resumed
+    from, TrialFailed on a non-finite loss, TrialInterrupted after a requested stop checkpoint."""
     out_dir = Path(out_dir)
     ctx = setup()
     try:
@@ -193,14 +193,11 @@ class _Trial:
         return self.ckpt_dir
 
     def _resume(self) -> None:
-        state = load_latest(self.ckpt_dir)
+        state = load_latest(self.ckpt_dir, self.hash)  # CheckpointsUnusable rather than a silent restart
         if state is None:
             if self.ctx.is_main:
                 records.rewrite_metrics(self.out_dir, [])
             return
-        if state["config_hash"] != self.hash:
-            raise ConfigMismatch(f"checkpoint in {self.ckpt_dir} belongs to config {state['config_hash']}, "
-                                 f"not {self.hash}")
         self.raw.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

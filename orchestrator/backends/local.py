@@ -29,7 +29,7 @@ from orchestrator.errors import OrchestratorError
 from orchestrator.preflight import planned_epochs
 from orchestrator.sections import LocalSection
 from orchestrator.status import TrialStatus, pid_alive, read_status, trial_status
-from orchestrator.threads import thread_env
+from orchestrator.process_env import thread_env
 from orchestrator.trial import Trial
 from orchestrator.workdir import SweepContext, read_trials, write_trial_record
 

@@ -27,13 +27,13 @@ from typing import Any, Iterator
 
 from ray import tune
 
-from convit.records import (CHECKPOINTS_DIR, CONFIG_FILE, FINAL_FILE, METRICS_FILE, read_json, read_metrics,
-                            write_json)
+from convit.records import (CHECKPOINTS_DIR, CONFIG_FILE, FINAL_FILE, METRICS_FILE, checkpoint_position,
+                            checkpoint_record_path, list_checkpoints, read_json, read_metrics, write_json)
 from orchestrator.backends.ray.pbt import mutated_values, rebase_checkpoint, with_values
 from orchestrator.backends.ray.schedulers import EPOCHS_DONE
 from orchestrator.sections import RaySection
 from orchestrator.status import write_status
-from orchestrator.threads import THREADS_ENV, apply_thread_budget
+from orchestrator.process_env import THREADS_ENV, apply_thread_budget
 from orchestrator.tracking import Tracker
 from orchestrator.trial import Trial
 from orchestrator.trial_runner import RUN_ID_FILE, run_trial_process
@@ -106,17 +106,17 @@ class TuneReporter:
     @contextlib.contextmanager
     def _staged(self, checkpoint_dir: Path, epoch: int) -> Iterator[Path]:
         """A folder with the latest engine checkpoint (a hard link: no copy here) and its meta.json."""
-        from convit.engine.checkpoint import list_checkpoints  # heavy: torch
-
         latest = list_checkpoints(checkpoint_dir)[-1]
         staged = self.trial_dir / ".ray_staging"
         shutil.rmtree(staged, ignore_errors=True)
         staged.mkdir(parents=True)
         try:
-            try:
-                os.link(latest, staged / latest.name)
-            except OSError:
-                shutil.copy2(latest, staged / latest.name)
+            for source in (latest, checkpoint_record_path(latest)):  # the file and its digest record
+                if source.exists():
+                    try:
+                        os.link(source, staged / source.name)
+                    except OSError:
+                        shutil.copy2(source, staged / source.name)
             write_json(staged / META_FILE, {**self.meta, "file": latest.name, "epoch": epoch})
             yield staged
         finally:
@@ -125,14 +125,11 @@ class TuneReporter:
 
 # ------------------------------------------------------------------------------------------ checkpoints
 def _position(name: str) -> tuple[int, int]:
-    """ckpt-EEEEE-SSSSSS.pt → (epoch, step): the engine names checkpoints by the position they resume at."""
-    _, epoch, step = Path(name).stem.split("-")
-    return int(epoch), int(step)
+    """The position a checkpoint resumes at, from its name (convit.records)."""
+    return checkpoint_position(Path(name)) or (-1, -1)
 
 
 def _local_state(trial_dir: Path) -> tuple[str | None, tuple[int, int] | None]:
-    from convit.engine.checkpoint import list_checkpoints  # heavy: torch
-
     config_hash = (read_json(trial_dir / CONFIG_FILE) or {}).get("config_hash")
     found = list_checkpoints(trial_dir / CHECKPOINTS_DIR)
     return config_hash, (_position(found[-1].name) if found else None)
@@ -177,7 +174,9 @@ def install_checkpoint(source: Path, source_id: str, trial_dir: Path, home_id: s
             if local_hash not in (None, config_hash):
                 _archive_segment(trial_dir)
             (trial_dir / CHECKPOINTS_DIR).mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source / meta["file"], trial_dir / CHECKPOINTS_DIR / meta["file"])
+            for name in (meta["file"], checkpoint_record_path(Path(meta["file"])).name):
+                if (source / name).exists():
+                    shutil.copy2(source / name, trial_dir / CHECKPOINTS_DIR / name)
             return None
     old_config = type(config).model_validate(meta["config"])
     state = torch.load(source / meta["file"], map_location="cpu", weights_only=True)

@@ -40,9 +40,9 @@ from typing import Any, Callable
 import submitit
 from submitit.helpers import Checkpointable, DelayedSubmission
 
-from convit.records import CHECKPOINTS_DIR, read_json, write_json
+from convit.records import CHECKPOINTS_DIR, list_checkpoints, read_json, write_json
 from orchestrator.lifecycle import close_if_all_ended
-from orchestrator.threads import apply_thread_budget
+from orchestrator.process_env import apply_thread_budget
 from orchestrator.trial import Trial
 from orchestrator.trial_runner import run_trial_process
 from orchestrator.workdir import SweepContext, read_trial_record
@@ -261,7 +261,7 @@ class SlurmTrial(Checkpointable):
         path = Path(self.trial_dir) / TASK_FILE
         record = read_json(path, {}) or {}
         starts = list(record.get("starts", []))
-        saved = sorted((Path(self.trial_dir) / CHECKPOINTS_DIR).glob("ckpt-*.pt"))
+        saved = list_checkpoints(Path(self.trial_dir) / CHECKPOINTS_DIR)
         starts.append({"job_id": env.job_id, "restart_count": int(os.environ.get("SLURM_RESTART_COUNT", "0")),
                        "host": socket.gethostname(), "process_start": started, "call": time.time(),
                        "code": str(Path(__file__).resolve().parents[3]), "num_tasks": env.num_tasks,

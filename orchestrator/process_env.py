@@ -1,0 +1,45 @@
+"""What our processes run with, set the same way on every backend and door.
+
+* A trial's CPU budget: the BLAS/OpenMP thread counts of the trial's process (environment, set before it starts
+  where the backend starts it) and torch's intra-op threads (set in the process, since torch may ignore
+  OMP_NUM_THREADS once imported). Without it, two trials on a 2-core machine would each start one thread per core
+  and slow each other down.
+* MLflow's HTTP retries: a call to a tracking server that is down gives up in seconds instead of MLflow's default
+  minutes, so training never waits on tracking (metrics.jsonl keeps every epoch meanwhile) and a command never
+  hangs on a server that is down. Values the user set win.
+"""
+from __future__ import annotations
+
+import os
+
+THREADS_ENV = "CONVIT_NUM_THREADS"
+_ENV_NAMES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", THREADS_ENV)
+
+
+#: MLflow reads these at each request (mlflow.environment_variables).
+HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+
+
+def fail_fast_on_outages() -> None:
+    """Short MLflow HTTP retries in this process (and the processes it starts), unless already set."""
+    for name, value in HTTP_ENV.items():
+        os.environ.setdefault(name, value)
+
+
+def thread_env(threads: int | str) -> dict[str, str]:
+    """Environment for a child process that may use ``threads`` CPUs."""
+    return {name: str(threads) for name in _ENV_NAMES}
+
+
+def apply_thread_budget(threads: int | str | None = None) -> None:
+    """Use ``threads`` CPUs in this process (default: $CONVIT_NUM_THREADS, set by the backend; nothing when
+    neither is given). Environment variables already set win over ``threads`` for the BLAS libraries."""
+    if threads is not None:
+        for name, value in thread_env(threads).items():
+            os.environ.setdefault(name, value)
+    chosen = os.environ.get(THREADS_ENV)
+    if chosen:
+        import torch  # heavy: only trial processes, which train with torch anyway, call this
+
+        torch.set_num_threads(max(1, int(float(chosen))))
