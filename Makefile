@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 CONVIT_DATA_ROOT ?= $(abspath ../shared/data/cifar10_jpeg)
 export CONVIT_DATA_ROOT
 
-.PHONY: setup demo test test-fast slurm-up slurm-down bench clean
+.PHONY: setup demo test test-fast slurm-up slurm-down clean
 
 setup: $(STAMP)
 

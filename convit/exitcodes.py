@@ -3,9 +3,12 @@
 
 ====  =================================================================================================
 0     success (every trial finished)
-1     a trial failed, or a sweep ended with trials unfinished (``convit-sweep status`` says which)
-2     bad input (a sweep file, a config, an option): nothing was run, submitted or logged
-3     interrupted (a signal, Ctrl-C, ``cancel``): what ran is checkpointed; running it again resumes
+1     a trial failed, or a sweep ended with trials failed or stopped (Ctrl-C or ``cancel`` during
+      ``convit-sweep submit``: each trial checkpointed first; ``convit-sweep status`` says which)
+2     bad input (a sweep file, a config, an option, a busy or unusable trial folder): nothing was run,
+      submitted or logged
+3     one trial's process (``python -m convit.train``, a backend's trial runner) was interrupted by a
+      signal after an exact checkpoint: running it again resumes
 ====  =================================================================================================
 """
 from __future__ import annotations

@@ -87,7 +87,8 @@ def _install_signal_handlers(control) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point shared by ``python -m convit.train`` and ``convit-sweep train``; returns the exit code."""
     from .data import DataError  # heavy: torch, see _validate
-    from .engine import ConfigMismatch, TrialBusy, TrialControl, TrialFailed, TrialInterrupted, run_trial
+    from .engine import (ConfigMismatch, TrialBusy, TrialControl, TrialFailed,  # heavy: torch
+                         TrialInterrupted, run_trial)
 
     try:
         args = _parser().parse_intermixed_args(argv)

@@ -1,8 +1,8 @@
 """``convit-sweep``: submit sweeps, watch them, stop them, compare their runs, train one config, serve MLflow.
 
-Exit codes (convit.exitcodes, the same for every command of the project): 0 success; 1 some trials failed or
-were stopped (resubmit to resume); 2 bad input (nothing was submitted or logged); 3 interrupted (Ctrl-C, a
-signal): what ran is checkpointed, submitting again resumes it.
+Exit codes (convit.exitcodes, one table for every command of the project): 0 success; 1 some trials failed or
+were stopped (Ctrl-C, cancel: each checkpointed first; submitting again resumes them); 2 bad input (nothing was
+submitted or logged); 3 is a single trial process interrupted after a checkpoint (convit.train).
 """
 from __future__ import annotations
 
@@ -193,10 +193,7 @@ def _print_dry_run(spec: SweepSpec, trials: list[Trial], ctx: SweepContext, plan
         table.add_column(name, justify="right")
     table.add_column("state")
     for i, trial in enumerate(trials):
-        plan = plans.get(trial.id)
-        epochs = plan.epochs_exact
-        budget = [str(plan.train_size), f"{epochs:.0f}" if epochs == int(epochs) else f"{epochs:.1f}", str(plan.total_steps), f"{plan.images:,}",
-                  str(plan.warmup_steps)] if plan else [""] * len(budget_columns) if plans else []
+        budget = _budget_cells(plans.get(trial.id)) if plans else []
         table.add_row(str(i), trial.id, *(_fmt(trial.axes.get(k)) for k in axes), *budget,
                       "finished" if trial.id in done else "to run")
     console.print(table)
@@ -205,6 +202,15 @@ def _print_dry_run(spec: SweepSpec, trials: list[Trial], ctx: SweepContext, plan
                   f"[bold]{ctx.backend}[/] backend ({options})")
     console.print(f"working folder: {ctx.sweep_dir}\ntracking: {ctx.tracking_uri} (experiment '{ctx.experiment}')")
     console.print("dry run: nothing was written or logged")
+
+
+def _budget_cells(plan: Any) -> list[str]:
+    """Train images, epochs, optimizer steps, images seen, warm-up steps of one trial's plan."""
+    if plan is None:
+        return [""] * 5
+    epochs = plan.epochs_exact
+    return [str(plan.train_size), f"{epochs:.0f}" if epochs == int(epochs) else f"{epochs:.1f}",
+            str(plan.total_steps), f"{plan.images:,}", str(plan.warmup_steps)]
 
 
 def _fmt(value: Any) -> str:

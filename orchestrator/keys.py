@@ -79,6 +79,17 @@ def leaves(mapping: dict[str, Any], section: str, path: DocPath = (),
     return out
 
 
+def flat(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings → {dotted key: value} (values untouched, unlike MLflow's stringified params)."""
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict) and value:
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """'model_kwargs.locality_strength=0.1' → ('model_kwargs.locality_strength', 0.1); values are YAML.
 

@@ -32,7 +32,10 @@ def pydantic_message(err: dict[str, Any]) -> str:
     return message
 
 
-def pydantic_problems(exc: ValidationError | Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
-    """(dotted key, message) for every error of a ValidationError (or its ``errors()`` list)."""
+def pydantic_problems(exc: ValidationError | Sequence[dict[str, Any]],
+                      with_input: bool = True) -> list[tuple[str, str]]:
+    """(dotted key, message) for every error of a ValidationError (or its ``errors()`` list); ``with_input``
+    adds the rejected scalar to type errors (:func:`pydantic_message`)."""
     errors = exc.errors() if isinstance(exc, ValidationError) else exc
-    return [(".".join(str(p) for p in err["loc"]), pydantic_message(err)) for err in errors]
+    describe = pydantic_message if with_input else pydantic_text
+    return [(".".join(str(p) for p in err["loc"]), describe(err)) for err in errors]

@@ -26,9 +26,8 @@ from orchestrator.status import write_status
 from orchestrator.tracking import MlflowReporter, Tracker, TrialRun, env_tags
 from orchestrator.process_env import apply_thread_budget, fail_fast_on_outages
 from orchestrator.trial import Trial
-from orchestrator.workdir import TRIAL_FILE, SweepContext, read_trial_record, write_trial_record
+from orchestrator.workdir import RUN_ID_FILE, TRIAL_FILE, SweepContext, read_trial_record, write_trial_record
 
-RUN_ID_FILE = "mlflow_run.json"
 
 
 class _Fanout:

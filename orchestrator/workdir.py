@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from convit.records import atomic_write_bytes, read_json, write_json
-from orchestrator.errors import UnknownSweep
+from orchestrator.errors import OrchestratorError, UnknownSweep
 from orchestrator.sections import SECTION_TYPES, LocalSection, Section
 from orchestrator.trial import Trial
 
@@ -33,6 +33,8 @@ SPEC_FILE = "spec.yaml"
 TRIALS_FILE = "trials.json"
 TRIAL_FILE = "trial.json"
 STATUS_FILE = "status.json"
+TRIAL_LOG = "trial.log"  # a local trial process's stdout and stderr
+RUN_ID_FILE = "mlflow_run.json"  # the trial's MLflow child run: {run_id, tracking_uri}
 
 
 def resolve_workdir(arg: str | Path | None = None) -> Path:
@@ -98,8 +100,11 @@ class SweepContext:
     def from_dict(cls, data: dict[str, Any]) -> "SweepContext":
         data = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         data["workdir"] = Path(data["workdir"])
-        section = SECTION_TYPES.get(data.get("backend", "local"), LocalSection)
-        data["options"] = section.from_record(data.get("options") or {})
+        backend = data.get("backend", "local")
+        if backend not in SECTION_TYPES:
+            raise OrchestratorError(f"sweep '{data.get('name')}' was recorded for a backend this installation does "
+                                    f"not know ('{backend}'; known: {', '.join(SECTION_TYPES)})")
+        data["options"] = SECTION_TYPES[backend].from_record(data.get("options") or {})
         return cls(**data)
 
     def save(self) -> None:

@@ -208,3 +208,16 @@ def test_a_bad_pbt_range_is_refused_before_the_sweep_is_recorded(tmp_path: Path,
         assert code == 2
         assert "lr=1e-07 is invalid" in capsys.readouterr().err
         assert not work.exists()
+
+
+def test_dry_run_for_a_remote_cluster_shows_the_trials_without_budgets(tmp_path, capsys):
+    """A remote Ray cluster has its own filesystem: no data check here, so no budget columns (this crashed)."""
+    from orchestrator import cli
+
+    spec = tmp_path / "remote.yaml"
+    spec.write_text("name: remote\nbase: {preset: smoke, epochs: 1}\nseeds: [0, 1]\n")
+    code = cli.main(["submit", str(spec), "--backend", "ray", "--dry-run", "ray.address=ray://127.0.0.1:1",
+                     "--workdir", str(tmp_path / "runs")])
+    out = capsys.readouterr().out
+    assert code == 0 and "remote: 2 trial(s)" in out and "dry run: nothing was written" in out
+    assert not (tmp_path / "runs").exists()

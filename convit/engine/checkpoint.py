@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..records import (CheckpointsUnusable, atomic_write_bytes, checkpoint_name, checkpoint_position,
+from ..records import (METRICS_FILE, CheckpointsUnusable, atomic_write_bytes, checkpoint_name, checkpoint_position,
                        checkpoint_record, file_sha256, list_checkpoints, remove_checkpoint, remove_dead_temp_files,
                        write_checkpoint_record)
 
@@ -64,7 +64,7 @@ def load_latest(ckpt_dir: Path, config_hash: str | None = None) -> dict[str, Any
         raise CheckpointsUnusable(
             f"none of the {len(found)} checkpoint(s) in {ckpt_dir} can be resumed from ({'; '.join(problems)}); "
             f"nothing was changed. To restart the trial from scratch, remove {ckpt_dir} and "
-            f"{ckpt_dir.parent / 'metrics.jsonl'} (or train into a new folder)")
+            f"{ckpt_dir.parent / METRICS_FILE} (or train into a new folder)")
     return None
 
 

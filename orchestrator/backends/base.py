@@ -48,8 +48,9 @@ class Backend(ABC):
     def check_resume(self, sweep: SweepContext) -> None:
         """Raise OrchestratorError when ``resume`` cannot continue this sweep (before its parent run reopens).
         Default: this backend resumes by submitting the sweep file again."""
-        raise OrchestratorError(f"sweep '{sweep.name}' ran on the {sweep.backend} backend; `resume` continues Ray "
-                                f"sweeps: submit its file again to resume it")
+        raise OrchestratorError(f"sweep '{sweep.name}' ran on the {sweep.backend} backend, which resumes by "
+                                f"submitting the sweep file again (`resume` continues sweeps of backends that keep "
+                                f"their own state, such as Ray's Tune experiment)")
 
     def resume(self, sweep: SweepContext, trials: list[Trial]) -> None:
         """Continue the unfinished ``trials`` from the backend's own saved state (default: submit them)."""

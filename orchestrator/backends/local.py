@@ -31,7 +31,7 @@ from orchestrator.sections import LocalSection
 from orchestrator.status import TrialStatus, pid_alive, read_status, trial_status
 from orchestrator.process_env import thread_env
 from orchestrator.trial import Trial
-from orchestrator.workdir import SweepContext, read_trials, write_trial_record
+from orchestrator.workdir import TRIAL_LOG, SweepContext, read_trials, write_trial_record
 
 STATE_FILE = "local.json"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -145,7 +145,7 @@ class LocalBackend(Backend):
         env = dict(os.environ)
         env.update({**thread_env(opts.cpus_per_trial), "CUDA_VISIBLE_DEVICES": ",".join(gpus), "PYTHONUNBUFFERED": "1",
                     "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)})
-        log = open(trial_dir / "trial.log", "ab")
+        log = open(trial_dir / TRIAL_LOG, "ab")
         proc = subprocess.Popen([sys.executable, "-m", "orchestrator.trial_runner", str(trial_dir)],
                                 stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         entry = _Running(trial, proc, gpus, log)
@@ -175,7 +175,7 @@ class LocalBackend(Backend):
                 counts["failed"] += 1
                 reason = read_status(sweep.trial_dir(trial_id)).get("error") or f"exit {code}"
                 progress.console.print(f"[red]failed[/]   {trial_id}  {entry.trial.name}: {reason}  "
-                                       f"(log: {sweep.trial_dir(trial_id) / 'trial.log'})")
+                                       f"(log: {sweep.trial_dir(trial_id) / TRIAL_LOG})")
 
     def _refresh(self, sweep: SweepContext, running: dict[str, _Running], progress: Progress) -> None:
         for entry in running.values():

@@ -8,7 +8,7 @@ from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativ
                       ValidationError, field_validator, model_validator)
 
 from orchestrator.sections.base import Section
-from orchestrator.text import did_you_mean, pydantic_text
+from orchestrator.text import did_you_mean, pydantic_problems
 
 #: Per-epoch metrics of the engine a scheduler may rank trials by (each row of metrics.jsonl). Validation
 #: metrics are carried over to epochs without evaluation (eval_every > 1) so the metric is in every report.
@@ -74,8 +74,8 @@ def check_mutations(mutations: dict[str, Any]) -> dict[str, Any]:
         try:
             out[key] = Mutation.model_validate(space).model_dump()
         except ValidationError as exc:
-            problems += [f"{key}.{'.'.join(map(str, e['loc']))}: {pydantic_text(e)}".rstrip(
-                ".: ") for e in exc.errors()]
+            problems += [f"{key}.{loc}: {message}".rstrip(".: ")
+                         for loc, message in pydantic_problems(exc, with_input=False)]
     if problems:
         raise ValueError("; ".join(problems))
     return out

@@ -22,7 +22,7 @@ from pydantic import (Field, NonNegativeInt, PositiveFloat, PositiveInt, Validat
                       model_validator)
 
 from orchestrator.sections.base import Section
-from orchestrator.text import did_you_mean, pydantic_text
+from orchestrator.text import did_you_mean, pydantic_problems
 
 PROFILES_ENV = "CONVIT_SLURM_PROFILES"
 REPO_PROFILES = Path(__file__).resolve().parents[2] / "slurm" / "profiles"
@@ -173,7 +173,7 @@ def sbatch_parameters(params: dict[str, Any]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------ the section's hooks
-def merge_profile(section_cls: Any, data: Any) -> Any:
+def merge_profile(section_cls: type[Section], data: Any) -> Any:
     """The sweep's ``slurm:`` mapping over its profile's (old key names renamed). The profile is validated on
     its own first, so a bad value in it is reported against the profile file, not the sweep."""
     if not isinstance(data, dict):
@@ -187,8 +187,8 @@ def merge_profile(section_cls: Any, data: Any) -> Any:
     try:
         section_cls.model_validate(base)
     except ValidationError as exc:
-        detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'profile'}: {pydantic_text(e)}"
-                           for e in exc.errors()) or str(exc)
+        detail = "; ".join(f"{loc or 'profile'}: {message}"
+                           for loc, message in pydantic_problems(exc, with_input=False)) or str(exc)
         raise ValueError(f"cluster profile {find_profile(name)}: {detail}") from None
     return {**base, **data}
 

@@ -96,7 +96,6 @@ def _to_python(node: yaml.Node, loader: _Loader, path: DocPath, marks: Marks, is
     return loader.construct_object(node, deep=True)
 
 
-
 @dataclass
 class Provenance:
     """Where each trial key's value came from, for errors found while validating expanded trials."""

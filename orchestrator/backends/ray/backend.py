@@ -43,8 +43,7 @@ from orchestrator.sections.ray import RaySection, mutation_bounds
 from orchestrator.status import TrialStatus, pid_alive, read_status, trial_status, write_status
 from orchestrator.tracking import Tracker
 from orchestrator.trial import Trial
-from orchestrator.trial_runner import RUN_ID_FILE
-from orchestrator.workdir import SweepContext, read_trials
+from orchestrator.workdir import RUN_ID_FILE, SweepContext, read_trials
 
 
 class RayBackend(Backend):

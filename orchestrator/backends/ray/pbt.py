@@ -22,9 +22,8 @@ import copy
 from typing import Any
 
 from convit.config import TrialConfig
-from orchestrator.keys import get_path, set_path
+from orchestrator.keys import flat, get_path, set_path
 from orchestrator.sections.ray import MUTABLE_KEYS
-from orchestrator.tracking import flatten
 
 
 def mutated_values(config: TrialConfig, keys: list[str]) -> dict[str, Any]:
@@ -44,7 +43,7 @@ def with_values(config: TrialConfig, values: dict[str, Any]) -> TrialConfig:
     return TrialConfig.from_dict(data)
 
 
-def rebase_checkpoint(state: dict[str, Any], old: Any, new: Any) -> dict[str, Any]:
+def rebase_checkpoint(state: dict[str, Any], old: TrialConfig, new: TrialConfig) -> dict[str, Any]:
     """The engine checkpoint ``state`` of config ``old`` made resumable under config ``new``.
 
     Only keys in MUTABLE_KEYS may differ between the two configs; anything else raises ValueError.
@@ -75,6 +74,6 @@ def rebase_checkpoint(state: dict[str, Any], old: Any, new: Any) -> dict[str, An
     return state
 
 
-def _changed_keys(old: Any, new: Any) -> list[str]:
-    a, b = flatten(old.model_dump(mode="json")), flatten(new.model_dump(mode="json"))
+def _changed_keys(old: TrialConfig, new: TrialConfig) -> list[str]:
+    a, b = flat(old.model_dump(mode="json")), flat(new.model_dump(mode="json"))
     return [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]

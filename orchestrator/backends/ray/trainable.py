@@ -36,8 +36,8 @@ from orchestrator.status import write_status
 from orchestrator.process_env import THREADS_ENV, apply_thread_budget
 from orchestrator.tracking import Tracker
 from orchestrator.trial import Trial
-from orchestrator.trial_runner import RUN_ID_FILE, run_trial_process
-from orchestrator.workdir import SWEEP_FILE, SweepContext, read_trials
+from orchestrator.trial_runner import run_trial_process
+from orchestrator.workdir import RUN_ID_FILE, SWEEP_FILE, SweepContext, read_trials
 
 WORKER_FILE = "ray_worker.json"  # pid, host and Tune trial id of the process running the trial now
 STOPPED_FILE = "ray_stopped.json"  # the scheduler ended the trial early (ASHA): a finished trial
@@ -156,7 +156,7 @@ def install_checkpoint(source: Path, source_id: str, trial_dir: Path, home_id: s
     """
     import torch  # heavy: the trial process trains with it anyway
 
-    from convit.engine.checkpoint import save_checkpoint
+    from convit.engine.checkpoint import save_checkpoint  # heavy: torch
 
     meta = read_json(source / META_FILE)
     if meta is None:
@@ -281,7 +281,7 @@ def _wait_to_be_stopped(limit_s: float = 600) -> None:
 def train_trial(config: dict[str, Any], sweep_dir: str) -> None:
     """The Tune function trainable (wrapped with tune.with_parameters(sweep_dir=...))."""
     from convit.data import check_data  # heavy: torch
-    from convit.engine import ConfigMismatch, TrialControl, TrialFailed, TrialInterrupted
+    from convit.engine import ConfigMismatch, TrialControl, TrialFailed, TrialInterrupted  # heavy: torch
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per epoch otherwise
     root = Path(sweep_dir)
