@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
 __all__ = [
+    "process_start",
     "file_sha256",
     "write_checkpoint_record",
     "remove_dead_temp_files",
@@ -95,9 +96,18 @@ class TrialBusy(RuntimeError):
 _HELD: dict[str, list[int]] = {}  # resolved out_dir -> [lock fd, nesting depth] held by this process
 
 
+def process_start(pid: int) -> int | None:
+    """When a process started (clock ticks since boot, /proc/PID/stat field 22): with the pid, an identity that
+    a later process reusing the pid does not share. None where /proc is missing or the process is gone."""
+    try:
+        return int(Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _owner_info() -> dict[str, Any]:
-    return {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
-            "command": " ".join(sys.argv)[:500]}
+    return {"pid": os.getpid(), "pid_start": process_start(os.getpid()), "host": socket.gethostname(),
+            "started": time.time(), "command": " ".join(sys.argv)[:500]}
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -27,6 +28,7 @@ from orchestrator.keys import leaf_name
 from orchestrator.preflight import check_trials_data
 from orchestrator.process_env import fail_fast_on_outages
 from orchestrator.spec import SweepSpec, load_sweep
+from orchestrator.spec.model import NAME_PATTERN
 from orchestrator.status import TrialStatus
 from orchestrator.trial import Trial
 from orchestrator.workdir import WORKDIR_ENV, SweepContext, resolve_workdir, sweep_dir
@@ -120,6 +122,7 @@ def _common(p: argparse.ArgumentParser, tracking: bool = False) -> None:
 # ------------------------------------------------------------------------------------------------ commands
 def cmd_submit(args: argparse.Namespace) -> int:
     from orchestrator.submit import make_context, submit_sweep, tracking_uri_for  # heavy: mlflow
+    from orchestrator.tracking import check_tracking_uri, default_tracking_uri  # heavy: mlflow
 
     spec, trials = load_sweep(args.file, args.overrides)
     plans: dict[str, Any] = {}
@@ -127,6 +130,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         plans = check_trials_data(trials, spec)
     workdir = resolve_workdir(args.workdir)
     uri = tracking_uri_for(spec, workdir, args.tracking_uri)
+    if uri != default_tracking_uri(workdir):  # the embedded store is created where it belongs
+        check_tracking_uri(uri)
     ctx = make_context(spec, workdir, args.backend, uri)
     try:
         backend = get_backend(args.backend)
@@ -227,8 +232,13 @@ def _sweep_name(arg: str) -> str:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise OrchestratorError(f"{path}: invalid YAML: {exc}") from exc
-        return str(data.get("name") or path.stem) if isinstance(data, dict) else path.stem
-    return arg
+        name = str(data.get("name") or path.stem) if isinstance(data, dict) else path.stem
+    else:
+        name = arg
+    if not re.fullmatch(NAME_PATTERN, name):  # the pattern submit enforces: no path can escape the working folder
+        raise OrchestratorError(f"'{name[:100]}' is not a sweep name (letters, digits, '_', '.', '-', starting with "
+                                "a letter or digit); give a sweep's name or its YAML file")
+    return name
 
 
 def _load_context(args: argparse.Namespace) -> SweepContext:
@@ -271,12 +281,12 @@ def _print_status(name: str, statuses: list[TrialStatus]) -> None:
         done = None if s.epoch is None else int(s.epoch) + 1  # epochs are numbered from 0
         epoch = "" if done is None else f"{done}/{s.epochs}" if s.epochs else str(done)
         top1 = next((s.metrics[k] for k in ("val/top1", "val_top1", "top1") if k in s.metrics), None)
-        table.add_row(s.trial_id, s.name, f"[{colors.get(s.state, 'white')}]{s.state}[/]", epoch,
-                      "" if top1 is None else f"{top1:.2f}", (s.detail.splitlines() or [""])[0][:80])
+        table.add_row(s.trial_id, escape(s.name), f"[{colors.get(s.state, 'white')}]{s.state}[/]", epoch,
+                      "" if top1 is None else f"{top1:.2f}", escape((s.detail.splitlines() or [""])[0][:80]))
     console.print(table)
     for s in statuses:  # the table cuts details short; a failure's whole reason (and stderr tail) is below it
         if s.state == "failed" and (len(s.detail) > 80 or "\n" in s.detail):
-            console.print(f"[red]{s.trial_id} ({s.name}) failed:[/]\n{s.detail}", highlight=False)
+            console.print(f"[red]{s.trial_id} ({escape(s.name)}) failed:[/]\n{escape(s.detail)}", highlight=False)
     counts: dict[str, int] = {}
     for s in statuses:
         counts[s.state] = counts.get(s.state, 0) + 1
@@ -295,6 +305,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from orchestrator.compare import compare  # heavy: mlflow, matplotlib
+    from orchestrator.tracking import check_tracking_uri  # heavy: mlflow
 
     workdir = resolve_workdir(args.workdir)
     name = _sweep_name(args.sweep)
@@ -306,6 +317,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             raise
         uri, experiment = args.tracking_uri, name
     out = args.out or sweep_dir(workdir, name) / "compare"
+    check_tracking_uri(args.tracking_uri or uri)
     compare(name, tracking_uri=args.tracking_uri or uri, experiment=args.experiment or experiment, out_dir=out,
             console=console)
     return EXIT_OK

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from convit.records import OWNER_FILE, is_finished, read_json, read_metrics, trial_owner, write_json
+from convit.records import (OWNER_FILE, is_finished, process_start, read_json, read_metrics, trial_owner,
+                            write_json)
 from orchestrator.preflight import planned_epochs
 from orchestrator.trial import Trial
 from orchestrator.workdir import STATUS_FILE
@@ -33,8 +34,24 @@ class TrialStatus:
 
 
 def write_status(trial_dir: Path, state: TrialStateName, **extra: Any) -> None:
-    write_json(trial_dir / STATUS_FILE, {"state": state, "pid": os.getpid(), "host": socket.gethostname(),
-                                         "updated": time.time(), **extra})
+    write_json(trial_dir / STATUS_FILE, {"state": state, **this_process(), "updated": time.time(), **extra})
+
+
+def this_process() -> dict[str, Any]:
+    """This process's identity for a state file: pid, its start time (so that a later process reusing the pid is
+    not mistaken for it) and host."""
+    return {"pid": os.getpid(), "pid_start": process_start(os.getpid()), "host": socket.gethostname()}
+
+
+def is_recorded_process(record: dict[str, Any], pid_key: str = "pid") -> bool:
+    """True when the process a state file names is alive on this host and is the same process (its start time
+    matches the one recorded): only then may it be signalled. A stale file naming a pid that another program
+    now uses is never acted on."""
+    pid = record.get(pid_key)
+    if not pid or record.get("host", socket.gethostname()) != socket.gethostname() or not pid_alive(pid):
+        return False
+    start_key = "pid_start" if pid_key == "pid" else f"{pid_key}_start"
+    return record.get(start_key) is not None and process_start(int(pid)) == record.get(start_key)
 
 
 def read_status(trial_dir: Path) -> dict[str, Any]:

@@ -23,6 +23,7 @@ import socket
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
+import urllib.request
 from urllib.parse import urlparse
 
 from mlflow.entities import Metric, Param, RunTag, ViewType
@@ -30,6 +31,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from convit.records import read_metrics
+from orchestrator.errors import OrchestratorError
 from orchestrator.locks import exclusive
 
 DB_NAME = "mlflow.db"
@@ -51,6 +53,33 @@ def default_tracking_uri(workdir: Path) -> str:
 def resolve_tracking_uri(workdir: Path, cli_uri: str | None = None, spec_uri: str | None = None) -> str:
     """--tracking-uri, then the sweep file's tracking.uri, then $MLFLOW_TRACKING_URI, then the embedded store."""
     return cli_uri or spec_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(workdir)
+
+
+def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
+    """Refuse, with one line saying what is wrong, a tracking URI that cannot work: a server that does not answer,
+    a sqlite file in a folder that does not exist, a scheme MLflow has no store for. Called before anything is
+    recorded, so a wrong URI costs an error message, not a half-recorded sweep."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as answer:
+                if answer.status == 200:
+                    return
+                reason = f"HTTP {answer.status}"
+        except (OSError, ValueError) as exc:
+            reason = str(getattr(exc, "reason", exc))
+        raise OrchestratorError(f"no MLflow server answers at {uri} ({reason}); start one (convit-sweep server) or "
+                                "fix --tracking-uri / tracking.uri")
+    db = _sqlite_path(uri)
+    if db is not None:
+        if not db.parent.is_dir():
+            raise OrchestratorError(f"tracking URI {uri}: the folder {db.parent} does not exist; create it or "
+                                    "choose another --tracking-uri")
+        return
+    try:
+        MlflowClient(tracking_uri=uri)._tracking_client.store  # noqa: SLF001 - resolves the scheme's store
+    except MlflowException as exc:
+        raise OrchestratorError(f"tracking URI {uri}: {' '.join(str(exc).split())[:300]}") from None
 
 
 def _sqlite_path(uri: str) -> Path | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,15 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from convit.exitcodes import EXIT_INTERRUPTED, EXIT_OK
-from convit.records import read_json, read_metrics, write_json
+from convit.records import process_start, read_json, read_metrics, trial_owner, write_json
 from orchestrator.backends.base import Backend
 from orchestrator.errors import OrchestratorError
 from orchestrator.preflight import planned_epochs
 from orchestrator.sections import LocalSection
-from orchestrator.status import TrialStatus, pid_alive, read_status, trial_status
+from orchestrator.status import TrialStatus, is_recorded_process, pid_alive, read_status, trial_status
 from orchestrator.process_env import thread_env
 from orchestrator.trial import Trial
 from orchestrator.workdir import TRIAL_LOG, SweepContext, read_trials, write_trial_record
@@ -84,7 +86,8 @@ class LocalBackend(Backend):
         opts = self.options(sweep)
         slots, gpu_pool = self._capacity(opts)
         state_path = sweep.sweep_dir / STATE_FILE
-        write_json(state_path, {"scheduler_pid": os.getpid(), "started": time.time()})
+        write_json(state_path, {"scheduler_pid": os.getpid(), "scheduler_pid_start": process_start(os.getpid()),
+                                "host": socket.gethostname(), "started": time.time()})
         previous = self._trap_sigterm()
         queue: deque[Trial] = deque(trials)
         running: dict[str, _Running] = {}
@@ -149,9 +152,10 @@ class LocalBackend(Backend):
         proc = subprocess.Popen([sys.executable, "-m", "orchestrator.trial_runner", str(trial_dir)],
                                 stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         entry = _Running(trial, proc, gpus, log)
-        entry.task = progress.add_task(f"  {trial.name}", total=planned_epochs(trial), completed=len(read_metrics(trial_dir)))
+        entry.task = progress.add_task(f"  {escape(trial.name)}", total=planned_epochs(trial),
+                                       completed=len(read_metrics(trial_dir)))
         running[trial.id] = entry
-        progress.console.print(f"started  {trial.id}  {trial.name}  (pid {proc.pid})")
+        progress.console.print(f"started  {trial.id}  {escape(trial.name)}  (pid {proc.pid})")
 
     def _reap(self, sweep: SweepContext, running: dict[str, _Running], gpu_pool: list[str], counts: dict[str, int],
               progress: Progress) -> None:
@@ -167,14 +171,14 @@ class LocalBackend(Backend):
             minutes = (time.time() - entry.started) / 60
             if code == EXIT_OK:
                 counts["done"] += 1
-                progress.console.print(f"[green]done[/]     {trial_id}  {entry.trial.name}  ({minutes:.1f} min)")
+                progress.console.print(f"[green]done[/]     {trial_id}  {escape(entry.trial.name)}  ({minutes:.1f} min)")
             elif code == EXIT_INTERRUPTED or self._stop_requested:
                 counts["interrupted"] += 1
-                progress.console.print(f"[yellow]stopped[/]  {trial_id}  {entry.trial.name}  (resubmit to resume)")
+                progress.console.print(f"[yellow]stopped[/]  {trial_id}  {escape(entry.trial.name)}  (resubmit to resume)")
             else:
                 counts["failed"] += 1
                 reason = read_status(sweep.trial_dir(trial_id)).get("error") or f"exit {code}"
-                progress.console.print(f"[red]failed[/]   {trial_id}  {entry.trial.name}: {reason}  "
+                progress.console.print(f"[red]failed[/]   {trial_id}  {escape(entry.trial.name)}: {escape(reason)}  "
                                        f"(log: {sweep.trial_dir(trial_id) / TRIAL_LOG})")
 
     def _refresh(self, sweep: SweepContext, running: dict[str, _Running], progress: Progress) -> None:
@@ -215,8 +219,7 @@ class LocalBackend(Backend):
     # ---------------------------------------------------------------------------------------- status/cancel
     def status(self, sweep: SweepContext) -> list[TrialStatus]:
         statuses = [trial_status(t, sweep.trial_dir(t.id)) for t in read_trials(sweep)]
-        scheduler = (read_json(sweep.sweep_dir / STATE_FILE, {}) or {}).get("scheduler_pid")
-        if scheduler and pid_alive(scheduler):
+        if is_recorded_process(read_json(sweep.sweep_dir / STATE_FILE, {}) or {}, "scheduler_pid"):
             for s in statuses:
                 if s.state == "pending":
                     s.detail = "queued"
@@ -225,11 +228,13 @@ class LocalBackend(Backend):
     def cancel(self, sweep: SweepContext) -> None:
         """SIGTERM to the scheduler (it stops its trials, each after a checkpoint); trials left without a live
         scheduler get the SIGTERM directly. Returns once they have all exited."""
-        scheduler = (read_json(sweep.sweep_dir / STATE_FILE, {}) or {}).get("scheduler_pid")
-        pids = [int(s.ref) for s in self.status(sweep) if s.state == "running" and s.ref]
-        if scheduler and pid_alive(scheduler):
-            _signal(int(scheduler), signal.SIGTERM)
-            targets = [int(scheduler), *pids]
+        state = read_json(sweep.sweep_dir / STATE_FILE, {}) or {}
+        # running trials' pids come from their ownership locks: a held lock is a live runner of this trial
+        owners = [trial_owner(sweep.trial_dir(t.id)) for t in read_trials(sweep)]
+        pids = [int(o["pid"]) for o in owners if o and o.get("pid") and o.get("host") == socket.gethostname()]
+        if is_recorded_process(state, "scheduler_pid"):  # never a stale file's pid, now another program's
+            _signal(int(state["scheduler_pid"]), signal.SIGTERM)
+            targets = [int(state["scheduler_pid"]), *pids]
         else:
             for pid in pids:
                 _signal(pid, signal.SIGTERM)

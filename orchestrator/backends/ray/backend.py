@@ -30,7 +30,7 @@ from ray import tune
 from rich.console import Console
 
 from convit.config import ConfigError
-from convit.records import is_finished, read_json, write_json
+from convit.records import is_finished, process_start, read_json, write_json
 from orchestrator.backends.base import Backend
 from orchestrator.backends.ray.pbt import mutated_values, with_values
 from orchestrator.backends.ray.schedulers import asha_rungs, build_scheduler
@@ -40,7 +40,8 @@ from orchestrator.backends.ray.trainable import (CANCEL_FILE, STOPPED_FILE, WORK
 from orchestrator.errors import OrchestratorError
 from orchestrator.preflight import planned_epochs
 from orchestrator.sections.ray import RaySection, mutation_bounds
-from orchestrator.status import TrialStatus, pid_alive, read_status, trial_status, write_status
+from orchestrator.status import (TrialStatus, is_recorded_process, pid_alive, read_status, trial_status,
+                                 write_status)
 from orchestrator.tracking import Tracker
 from orchestrator.trial import Trial
 from orchestrator.workdir import RUN_ID_FILE, SweepContext, read_trials
@@ -129,7 +130,8 @@ class RayBackend(Backend):
         state_path = sweep.sweep_dir / STATE_FILE
         reap_orphans(sweep)
         (ray_dir(sweep.sweep_dir) / CANCEL_FILE).unlink(missing_ok=True)
-        write_json(state_path, {"driver_pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
+        write_json(state_path, {"driver_pid": os.getpid(), "driver_pid_start": process_start(os.getpid()),
+                                "host": socket.gethostname(), "started": time.time(),
                                 "experiment_path": experiment_path, "address": opts.address,
                                 "ray_pids": local_ray_pids()})
         try:
@@ -206,7 +208,7 @@ class RayBackend(Backend):
         resume`` continues. A driver that does not stop within a minute gets SIGTERM, then SIGKILL."""
         state = read_json(sweep.sweep_dir / STATE_FILE, {}) or {}
         pid = state.get("driver_pid")
-        if not pid or state.get("host") != socket.gethostname() or not pid_alive(pid):
+        if not is_recorded_process(state, "driver_pid"):  # gone, elsewhere, or a stale file's pid reused
             return
         write_json(ray_dir(sweep.sweep_dir) / CANCEL_FILE, {"time": time.time(), "by": os.getpid()})
         deadline = time.time() + grace_s
