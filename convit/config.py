@@ -24,6 +24,7 @@ import difflib
 import hashlib
 import json
 import math
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping, Sequence
@@ -130,11 +131,33 @@ def _issues_from_validation(err: ValidationError, known: Mapping[str, Sequence[s
 
 
 # ------------------------------------------------------------------------------------- model kwargs
-class _SharedModelKwargs(BaseModel):
+class _NumbersAreNumbers(BaseModel):
+    """Numbers must be finite numbers: NaN and infinity are refused (``lr: .inf`` means nothing), and so is
+    true/false where a number is meant (pydantic would read ``epochs: true`` as 1)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_number(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, bool) and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            if not _admits_bool(annotation):
+                raise ValueError(f"a number or a name is expected, not {str(value).lower()}")
+        return value
+
+
+def _admits_bool(annotation: Any) -> bool:
+    if annotation is bool or annotation is Any:
+        return True
+    return any(_admits_bool(a) for a in typing.get_args(annotation))
+
+
+class _SharedModelKwargs(_NumbersAreNumbers):
     """Keyword arguments every model accepts (timm's names).  None of them may be None: leave a key out
     to get the model's default."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     img_size: int = Field(224, ge=8)
     patch_size: int = Field(16, ge=1)
@@ -230,7 +253,7 @@ def _check_architecture(model: str, given: Mapping[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------------------------- trial config
-class TrialConfig(BaseModel):
+class TrialConfig(_NumbersAreNumbers):
     """Every knob of one training run.  Defaults = the paper's ImageNet recipe (DeiT's).
 
     ``batch_size`` is the GLOBAL batch (all processes together); ``lr`` is the base learning rate for a
@@ -238,7 +261,7 @@ class TrialConfig(BaseModel):
     `resolve()`, once.  Epoch-valued knobs count passes over the training subset.
     """
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=(), frozen=True)
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), frozen=True, allow_inf_nan=False)
 
     # model
     model: str = Field("convit_small", description="one of convit.list_models()")
@@ -253,9 +276,9 @@ class TrialConfig(BaseModel):
     data_root: str | None = Field(None, description="dataset folder; default: env CONVIT_DATA_ROOT")
     data_fraction: float = Field(1.0, gt=0.0, le=1.0, description="stratified, seeded, nested subset")
     num_classes: int | None = Field(None, ge=2, description="keep the first N classes (sorted); synthetic: N")
-    synthetic_train_size: int = Field(256, ge=1, description="synthetic dataset only")
-    synthetic_val_size: int = Field(64, ge=1, description="synthetic dataset only")
-    seed: int = Field(0, ge=0)
+    synthetic_train_size: int = Field(256, ge=1, le=10_000_000, description="synthetic dataset only")
+    synthetic_val_size: int = Field(64, ge=1, le=10_000_000, description="synthetic dataset only")
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="numpy's seeds are 32-bit")
 
     # data split
     val_fraction: float = Field(0.1, gt=0.0, le=0.5, description="share of each class of the training data "
@@ -269,7 +292,7 @@ class TrialConfig(BaseModel):
     train_images: int | None = Field(None, ge=1, le=10**13, description="samples seen in training, repeats "
                                      "included: steps = ceil(train_images / batch_size), the same at every f")
     train_steps: int | None = Field(None, ge=1, le=10**9, description="optimizer steps")
-    batch_size: int = Field(1024, ge=1, description="global batch over all processes")
+    batch_size: int = Field(1024, ge=1, le=1 << 20, description="global batch over all processes")
     lr: float = Field(5e-4, gt=0.0, description="base lr for lr_base_batch images")
     lr_base_batch: int | None = Field(512, ge=1, description="linear scaling reference; null = no scaling")
     opt: str = "adamw"
@@ -301,7 +324,7 @@ class TrialConfig(BaseModel):
     remode: Literal["pixel", "rand", "const"] = "pixel"
     recount: int = Field(1, ge=1)
     no_aug: bool = Field(False, description="no train augmentation at all (debugging, DDP equivalence)")
-    repeated_aug: int = Field(3, ge=1, description="repeats per image per epoch (DeiT's RA); 1 = off")
+    repeated_aug: int = Field(3, ge=1, le=64, description="repeats per image per epoch (DeiT's RA); 1 = off")
     repeated_aug_budget: Literal["cover", "deit"] = Field(
         "deit",
         description="cover: every epoch shows each subset image repeated_aug times; "
@@ -313,7 +336,7 @@ class TrialConfig(BaseModel):
     # execution
     amp: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
     compile: bool = False
-    num_workers: int = Field(8, ge=0)
+    num_workers: int = Field(8, ge=0, le=256)
     eval_every: int = Field(1, ge=0, description="evaluate the validation split every N epochs; 0 = only "
                             "after the last epoch (always evaluated)")
     analysis_every: int = Field(10, ge=0, description="attention metrics every N epochs (and after the last); "

@@ -28,7 +28,7 @@ from orchestrator.keys import leaf_name
 from orchestrator.preflight import check_trials_data
 from orchestrator.process_env import fail_fast_on_outages
 from orchestrator.spec import SweepSpec, load_sweep
-from orchestrator.spec.model import NAME_PATTERN
+from orchestrator.spec.model import MAX_TRIALS, NAME_PATTERN
 from orchestrator.status import TrialStatus
 from orchestrator.trial import Trial
 from orchestrator.workdir import WORKDIR_ENV, SweepContext, resolve_workdir, sweep_dir
@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=sorted(BACKENDS), default="local", help="where trials run (default: local)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the trials and what would be submitted; write nothing, log nothing")
+    p.add_argument("--max-trials", type=int, default=MAX_TRIALS, metavar="N",
+                   help=f"refuse a sweep of more than N trials (default {MAX_TRIALS:,}: a typo must not "
+                   "exhaust the machine)")
     _common(p, tracking=True)
 
     p = sub.add_parser("status", help="state of each trial of a sweep",
@@ -124,7 +127,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from orchestrator.submit import make_context, submit_sweep, tracking_uri_for  # heavy: mlflow
     from orchestrator.tracking import check_tracking_uri, default_tracking_uri  # heavy: mlflow
 
-    spec, trials = load_sweep(args.file, args.overrides)
+    spec, trials = load_sweep(args.file, args.overrides, max_trials=args.max_trials)
     plans: dict[str, Any] = {}
     if not (args.backend == "ray" and spec.ray.address):  # a remote Ray cluster has its own filesystem
         plans = check_trials_data(trials, spec)

@@ -3,11 +3,28 @@ them, so that the sweep language, the expansion, the command line and PBT agree 
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any, Iterable
 
 import yaml
 
 DocPath = tuple[str | int, ...]  # a path in a YAML document: ('grid', 'lr', 2)
+
+
+class YamlLoader(yaml.SafeLoader):
+    """The safe loader (no tags that build objects), reading numbers as YAML 1.2 does: ``1e-3`` is the float
+    0.001, not the string "1e-3" (PyYAML follows YAML 1.1, which wants a dot: ``1.0e-3``). An exclude rule
+    ``{lr: 0.001}`` must match the axis value ``1e-3``."""
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=YamlLoader)  # noqa: S506 - YamlLoader is a SafeLoader
 
 
 def display_key(path: Iterable[str | int]) -> str:
@@ -45,7 +62,7 @@ def set_path(config: dict[str, Any], key: str, value: Any) -> None:
             node[part] = child
         node = child
     leaf = parts[-1]
-    if isinstance(value, dict) and isinstance(node.get(leaf), dict) and value:
+    if isinstance(value, dict) and isinstance(node.get(leaf), dict):  # merge ({} merges nothing: keeps the preset's)
         for k, v in value.items():
             set_path(node[leaf], k, v)
     else:
@@ -72,7 +89,7 @@ def leaves(mapping: dict[str, Any], section: str, path: DocPath = (),
     for key, value in mapping.items():
         if not path and key in skip:
             continue
-        if isinstance(value, dict) and value:
+        if isinstance(value, dict):  # nested settings merge into the preset's; an empty mapping changes nothing
             out += [(f"{key}.{k}", v, p) for k, v, p in leaves(value, section, path + (key,), skip)]
         else:
             out.append((key, value, (section, *path, key)))
@@ -98,7 +115,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise ValueError(f"'{text}' is not key=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         raise ValueError(f"the value of '{key}' is not valid YAML: {exc}") from exc
     return key.strip(), value

@@ -28,8 +28,13 @@ def pydantic_message(err: dict[str, Any]) -> str:
     (a type error says what it got)."""
     message = pydantic_text(err)
     if "input" in err and err["type"] != "value_error" and not isinstance(err["input"], (dict, list)):
-        message += f" (got {err['input']!r})"
+        message += f" (got {shorten(repr(err['input']))})"
     return message
+
+
+def shorten(text: str, limit: int = 80) -> str:
+    """An echoed value, cut to ``limit`` characters (a 1 MB name must not come back whole)."""
+    return text if len(text) <= limit else f"{text[:limit - 15]}... ({len(text):,} chars)"
 
 
 def pydantic_problems(exc: ValidationError | Sequence[dict[str, Any]],

@@ -19,7 +19,7 @@ from convit.config import ConfigError, TrialConfig, set_exclusive
 from orchestrator.errors import SpecError, SpecIssue
 from orchestrator.keys import DocPath, display_key, leaf_name, set_path
 from orchestrator.spec.marks import COMMAND_LINE, Provenance
-from orchestrator.spec.model import SEED_KEY, VARIANT_KEY, SweepSpec, base_leaves, variant_leaves
+from orchestrator.spec.model import MAX_TRIALS, SEED_KEY, VARIANT_KEY, SweepSpec, base_leaves, variant_leaves
 from orchestrator.text import pydantic_problems
 from orchestrator.trial import Trial, trial_id
 
@@ -135,12 +135,18 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def expand(spec: SweepSpec, *, whole_sweep_checks: bool = True) -> list[Trial]:
+def expand(spec: SweepSpec, *, whole_sweep_checks: bool = True, max_trials: int = MAX_TRIALS) -> list[Trial]:
     """All trials of the sweep, in a stable order; raises :class:`SpecError` listing every problem.
 
     ``whole_sweep_checks=False`` reports only problems of single trials (used when the file already has
-    structural problems, which would make "duplicate trials" or "no trials" misleading).
+    structural problems, which would make "duplicate trials" or "no trials" misleading). More than
+    ``max_trials`` combinations is refused before any is built.
     """
+    count = spec.combinations()
+    if count > max_trials:
+        raise SpecError([spec.marks.issue(_largest_axis(spec), f"the sweep spans {count:,} combinations, more than "
+                                                               f"the limit of {max_trials:,} trials; shrink an axis, "
+                                                               "or raise the limit with --max-trials")])
     base, prov = resolve_base(spec)
     trials: list[Trial] = []
     issues: list[SpecIssue] = []
@@ -164,6 +170,7 @@ def expand(spec: SweepSpec, *, whole_sweep_checks: bool = True) -> list[Trial]:
         paths_of[trial.id + str(len(trials))] = point.paths
     if not issues and whole_sweep_checks:
         issues += _duplicate_issues(spec, trials)
+        issues += _unmatched_exclude_values(spec)
         if not trials:
             issues.append(spec.marks.issue(("exclude",) if spec.exclude else (), "the sweep has no trials"
                                            + (" left after the exclude rules" if spec.exclude else ""),
@@ -216,6 +223,38 @@ def _duplicate_issues(spec: SweepSpec, trials: list[Trial]) -> list[SpecIssue]:
                                              f"(id {trial.id}): the values of '{key}' make no difference here; "
                                              "remove one or add an exclude rule", key=display_key(path)))
     return issues
+
+
+def _unmatched_exclude_values(spec: SweepSpec) -> list[SpecIssue]:
+    """A value in an exclude rule that is none of its axis' values (as the config reads them): the rule would
+    silently drop nothing. Axes narrowed on the command line are not held against the file's rules."""
+    axis_values: dict[str, list[Any]] = {key: values for key, values in spec.grid.items()}
+    for group in spec.zip:
+        axis_values.update(group)
+    if spec.seeds is not None:
+        axis_values[SEED_KEY] = spec.seeds
+    issues = []
+    for r, rule in enumerate(spec.exclude):
+        for key, wanted in rule.items():
+            values = axis_values.get(key)
+            if values is None or key == VARIANT_KEY or spec.marks.locate(_axis_path(spec, key)).file == COMMAND_LINE:
+                continue
+            for item in wanted if isinstance(wanted, list) else [wanted]:
+                if not any(_same(v, item) for v in values):
+                    shown = ", ".join(repr(v) for v in values[:6]) + (", ..." if len(values) > 6 else "")
+                    issues.append(spec.marks.issue(("exclude", r, key), f"{item!r} is not one of the values of "
+                                                                        f"'{key}' ({shown}): the rule drops nothing"))
+    return issues
+
+
+def _largest_axis(spec: SweepSpec) -> DocPath:
+    sizes: dict[DocPath, int] = {("grid", k): len(v) for k, v in spec.grid.items()}
+    sizes.update({("zip", g): min((len(v) for v in group.values()), default=0) for g, group in enumerate(spec.zip)})
+    if spec.random is not None:
+        sizes[("random", "samples")] = spec.random.samples
+    if spec.seeds is not None:
+        sizes[("seeds",)] = len(spec.seeds)
+    return max(sizes, key=lambda k: sizes[k]) if sizes else ()
 
 
 def _axis_path(spec: SweepSpec, key: str) -> DocPath:

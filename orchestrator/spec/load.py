@@ -9,6 +9,7 @@ All problems of all stages are reported together as one :class:`~orchestrator.er
 """
 from __future__ import annotations
 
+import re
 import typing
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,18 +21,45 @@ from orchestrator.keys import DocPath
 from orchestrator.spec.checks import semantic_issues
 from orchestrator.spec.expand import expand
 from orchestrator.spec.marks import COMMAND_LINE, Marks, compose
-from orchestrator.spec.model import AXIS_SECTIONS, SweepSpec
+from orchestrator.spec.model import AXIS_SECTIONS, MAX_TRIALS, SweepSpec
 from orchestrator.spec.overrides import apply_overrides
 from orchestrator.spec.trial_keys import check_trial_key, submodel
 from orchestrator.text import did_you_mean, pydantic_message
 from orchestrator.trial import Trial
 
 
+MAX_FILE_BYTES = 1 << 20  # a sweep file lists axes; 1 MiB is ~100 times the largest shipped one
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
 def read_spec_text(path: str | Path) -> str:
+    """The sweep file as text: at most MAX_FILE_BYTES, UTF-8, no control characters; else one SpecError that
+    says which and where (a binary, gzip or UTF-16 file, a NUL byte, /dev/zero)."""
+    file = str(path)
     try:
-        return Path(path).read_text()
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
-        raise SpecError([SpecIssue(str(path), None, "", f"cannot read the sweep file: {exc.strerror or exc}")])
+        raise SpecError([SpecIssue(file, None, "", f"cannot read the sweep file: {exc.strerror or exc}")]) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise SpecError([SpecIssue(file, None, "", f"the file is larger than {MAX_FILE_BYTES >> 20} MiB; a sweep "
+                                                   "file lists axes, not data")])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise SpecError([SpecIssue(file, line, "", f"not UTF-8 text (byte 0x{data[exc.start]:02x}); a sweep file "
+                                                   "is a YAML text file saved as UTF-8")]) from None
+    return text
+
+
+def _text_issues(text: str, file: str) -> list[SpecIssue]:
+    found = _CONTROL.search(text)
+    if found:
+        line = text.count("\n", 0, found.start()) + 1
+        return [SpecIssue(file, line, "", f"control character U+{ord(found.group()):04X}; a sweep file is plain "
+                                          "text")]
+    return []
 
 
 def parse_spec(text: str, file: str = "<string>", overrides: Sequence[str] = ()) -> SweepSpec:
@@ -48,13 +76,21 @@ def parse_spec_partial(text: str, file: str = "<string>",
     When only a backend/tracking section or an unknown top-level key is wrong, the trials can still be expanded
     and checked, so the user sees every problem of the file at once instead of one batch per attempt.
     """
+    text_issues = _text_issues(text, file)
+    if text_issues:
+        return None, text_issues
     data, marks, issues = compose(text, file)
     if issues and data is None:
         return None, issues
     if data is None:
-        data = {}
+        return None, [SpecIssue(file, 1, "", "the sweep file is empty; it needs at least a name and a base "
+                                             "(see docs/sweeps.md)")]
     if not isinstance(data, dict):
         return None, [SpecIssue(file, 1, "", "a sweep file is a mapping (name:, base:, grid:, ...)")]
+    if "base" not in data:
+        issues.append(SpecIssue(file, 1, "base", "missing: every trial starts from it; name a preset (base: "
+                                                 "cifar, or base: imagenet for the paper's recipe) or give trial "
+                                                 "keys"))
     issues += apply_overrides(data, marks, overrides)
     _normalise(data, marks, file)
     spec, errors = _validate_document(data)
@@ -130,14 +166,15 @@ def _section_suggestion(loc: DocPath) -> str:
     return f"; known keys here: {', '.join(names)}"
 
 
-def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> tuple[SweepSpec, list[Trial]]:
+def load_sweep(path: str | Path, overrides: Sequence[str] = (),
+               max_trials: int = MAX_TRIALS) -> tuple[SweepSpec, list[Trial]]:
     """Parse, validate and expand a sweep file, reporting the problems of all stages together."""
     text = read_spec_text(path)
     spec, issues = parse_spec_partial(text, str(path), overrides)
     trials: list[Trial] = []
     if spec is not None and not any(i.key == "base.preset" for i in issues):
         try:
-            trials = expand(spec, whole_sweep_checks=not issues)
+            trials = expand(spec, whole_sweep_checks=not issues, max_trials=max_trials)
         except SpecError as exc:
             # a key already reported as unknown is reported again by the engine's validation: keep one
             unknown = {(i.file, i.line) for i in issues if "unknown" in i.message}

@@ -18,6 +18,9 @@ AXIS_SECTIONS = ("base", "grid", "zip", "seeds", "random", "exclude")
 SEED_KEY = "seed"
 VARIANT_KEY = "variant"  # the axis of the named configurations of a ``variants:`` section
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+#: Trials one sweep may expand to, unless raised with ``submit --max-trials``: a typo (seeds=100000000, a
+#: 10^8-point grid) fails in a second with a message instead of exhausting the machine.
+MAX_TRIALS = 10_000
 
 
 class RandomAxis(Section):
@@ -93,8 +96,10 @@ class SweepSpec(Section):
     @field_validator("seeds", mode="before")
     @classmethod
     def _seed_count(cls, value: Any) -> Any:
-        """``seeds: 3`` is shorthand for ``seeds: [0, 1, 2]``."""
+        """``seeds: 3`` is shorthand for ``seeds: [0, 1, 2]`` (up to MAX_TRIALS: a sweep cannot run more)."""
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            if value > MAX_TRIALS:
+                raise ValueError(f"{value:,} seeds is more than the {MAX_TRIALS:,} trials a sweep may have")
             return list(range(value))
         return value
 
@@ -135,6 +140,20 @@ class SweepSpec(Section):
         if self.seeds is not None:
             keys.append(SEED_KEY)
         return keys
+
+    def combinations(self) -> int:
+        """How many points the axes span before exclusions (cheap: nothing is built)."""
+        count = len(self.variant_names()) if self.variants else 1
+        for key, values in self.grid.items():
+            if not (key == VARIANT_KEY and self.variants):
+                count *= len(values)
+        for group in self.zip:
+            count *= min((len(v) for v in group.values()), default=0)
+        if self.random is not None:
+            count *= self.random.samples
+        if self.seeds is not None:
+            count *= len(self.seeds)
+        return count
 
     def resolved_text(self) -> str:
         """The file as written, plus the command-line overrides that applied to it (for the record)."""
