@@ -7,9 +7,11 @@ decoding images, so a CLI can refuse bad input before writing anything.  `build_
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 import numpy as np
+from timm.optim import list_optimizers
 
 from ..config import TrialConfig
 from .budget import TrainingPlan, plan_budget
@@ -61,7 +63,9 @@ def _subset_indices(labels: np.ndarray, cfg: TrialConfig) -> tuple[np.ndarray, n
 
 def check_data(cfg: TrialConfig, world_size: int = 1) -> TrainingPlan:
     """The trial's training plan; raises DataError (with the key to fix) if the data is missing or does not
-    fit the batch size and budget.  Decodes no pixels."""
+    fit the batch size and budget, or if a recipe name timm does not know would only fail inside the trial
+    (the optimizer, the RandAugment string).  Decodes no pixels."""
+    _check_recipe_names(cfg)
     labels = _train_labels(cfg)
     if len(labels) == 0:
         raise DataError(f"dataset '{cfg.dataset}' has no training images")
@@ -79,6 +83,22 @@ def check_data(cfg: TrialConfig, world_size: int = 1) -> TrainingPlan:
         raise DataError(f"mixup/cutmix needs an even batch per process, got {cfg.batch_size // world_size}",
                         key="batch_size")
     return plan_budget(cfg, n)
+
+
+def _check_recipe_names(cfg: TrialConfig) -> None:
+    known = list_optimizers()
+    if cfg.opt.lower() not in known:
+        close = difflib.get_close_matches(cfg.opt.lower(), known, n=1)
+        raise DataError(f"optimizer '{cfg.opt}' is not one of timm's" + (f" (did you mean '{close[0]}'?)" if close
+                        else f"; e.g. {', '.join(n for n in ('adamw', 'sgd', 'lamb', 'adam') if n in known)}"),
+                        key="opt")
+    if cfg.randaugment and not cfg.no_aug:
+        try:
+            train_transform(cfg, 32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+        except (AssertionError, ValueError, KeyError, IndexError) as exc:
+            raise DataError(f"randaugment '{cfg.randaugment}' is not a timm RandAugment string "
+                            f"({type(exc).__name__}{': ' + str(exc) if str(exc) else ''}); e.g. "
+                            "'rand-m9-mstd0.5-inc1', or null for none", key="randaugment") from None
 
 
 def _splits(cfg: TrialConfig, img_size: int) -> sources.Splits:

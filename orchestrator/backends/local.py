@@ -82,6 +82,15 @@ class LocalBackend(Backend):
     def options(self, sweep: SweepContext) -> LocalSection:
         return super().options(sweep)  # type: ignore[return-value]
 
+    def validate(self, sweep: SweepContext, trials: list[Trial]) -> None:
+        """GPUs this machine does not show are refused before anything is recorded (and by --dry-run)."""
+        opts = self.options(sweep)
+        if opts.gpus_per_trial:
+            gpus = _visible_gpus()
+            if len(gpus) < opts.gpus_per_trial:
+                raise OrchestratorError(f"local.gpus_per_trial: {opts.gpus_per_trial}, but this machine shows "
+                                        f"{len(gpus)} GPU(s); lower it or run elsewhere")
+
     def submit(self, sweep: SweepContext, trials: list[Trial]) -> None:
         opts = self.options(sweep)
         slots, gpu_pool = self._capacity(opts)

@@ -67,6 +67,10 @@ CASES: dict[str, tuple[bytes, list[str]]] = {
     "scalar_document": (b"hello\n", []),
     "no_base": (b"name: fz\ngrid: {lr: [0.001]}\n", []),
     "cut_in_half": (b"name: data_fraction\ndescription: >\n  Table 2's question\n", []),
+    # names only timm knows, which used to fail inside the trial
+    "unknown_optimizer": (b"name: fz\nbase: {preset: smoke, epochs: 1, opt: adamx}\n", []),
+    "bad_randaugment": (b"name: fz\nbase: {preset: smoke, epochs: 1, randaugment: randx}\n", []),
+    "too_many_gpus": (OK.encode(), ["local.gpus_per_trial=99"]),
     # the sweep language's own values
     "exclude_matches_nothing": (b"name: fz\nbase: {preset: smoke, epochs: 1}\ngrid: {lr: [1e-3, 5.0e-4]}\n"
                                 b"exclude: [{lr: 0.002}]\n", []),
