@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from orchestrator.backends.base import Backend
-from orchestrator.lifecycle import KILLED, close_sweep, open_sweep, recorded_spec_text, split_finished, sweep_outcome
+from orchestrator.lifecycle import FAILED, KILLED, close_sweep, open_sweep, recorded_spec_text, split_finished, sweep_outcome
 from orchestrator.spec import SweepSpec
-from orchestrator.status import TrialStatus
+from convit.records import trial_owner
+from orchestrator.status import TrialStatus, read_status, write_status
 from orchestrator.tracking import Tracker, resolve_tracking_uri
 from orchestrator.trial import Trial
 from orchestrator.workdir import (SPEC_FILE, SweepContext, git_commit, read_trials, recorded_tracking_uri, write_text,
@@ -72,6 +73,24 @@ def resume_sweep(ctx: SweepContext, backend: Backend) -> SubmitResult:
     return _run(ctx, backend, tracker, result, backend.resume)
 
 
+def _record_refusal(ctx: SweepContext, tracker: Tracker, trials: list[Trial], exc: Exception) -> None:
+    """A submission that failed part-way leaves consistent records: every trial that never started is marked
+    failed with the reason (``status`` shows it, a corrected resubmission runs it), and the parent run ends
+    FAILED with the reason as a tag. Nothing is left looking pending or RUNNING."""
+    reason = " ".join(str(exc).split())[:2000] or type(exc).__name__
+    for trial in trials:
+        trial_dir = ctx.trial_dir(trial.id)
+        if not read_status(trial_dir) and trial_owner(trial_dir) is None:
+            write_status(trial_dir, "failed", error=f"not started: the {ctx.backend} backend refused the "
+                                                    f"submission: {reason}")
+    if ctx.parent_run_id:
+        try:
+            tracker.set_tags(ctx.parent_run_id, {"submit_error": reason[:5000]})
+        except Exception:  # noqa: BLE001 - the reason is on disk already; the run's status matters more
+            pass
+    close_sweep(ctx, tracker, FAILED)
+
+
 def _run(ctx: SweepContext, backend: Backend, tracker: Tracker, result: SubmitResult,
          start: Callable[[SweepContext, list[Trial]], None]) -> SubmitResult:
     """Hand the unfinished trials to the backend; a blocking backend's return ends the parent run, unless trials
@@ -79,7 +98,10 @@ def _run(ctx: SweepContext, backend: Backend, tracker: Tracker, result: SubmitRe
     if result.submitted:
         try:
             start(ctx, result.submitted)
-        except BaseException:
+        except Exception as exc:  # the scheduler refused, or the backend broke: the records must say so
+            _record_refusal(ctx, tracker, result.submitted, exc)
+            raise
+        except BaseException:  # Ctrl-C: a blocking backend has stopped its trials (each checkpointed)
             if backend.blocking:
                 close_sweep(ctx, tracker, KILLED)
             raise

@@ -29,8 +29,8 @@ from submitit.slurm.slurm import _make_sbatch_string
 
 from convit.records import read_json
 from orchestrator.backends.base import Backend
-from orchestrator.backends.slurm.cluster import (TaskState, check_time_limit, live_arrays, require_cluster, scancel,
-                                                 task_states)
+from orchestrator.backends.slurm.cluster import (TaskState, check_account, check_memory, check_time_limit,
+                                                 live_arrays, require_cluster, scancel, task_states)
 from orchestrator.backends.slurm.job import TASK_FILE, SlurmTrial
 from orchestrator.backends.slurm.snapshot import snapshot_code
 from orchestrator.backends.slurm.state import SLURM_DIR, array_ids, logs_dir, read_state, record_array
@@ -107,10 +107,21 @@ class SlurmBackend(Backend):
 
     def __init__(self, console: Console | None = None, check: bool = True):
         self.console = console or Console(stderr=True)
+        self.check = check
         if check:
             require_cluster()
 
     # ---------------------------------------------------------------------------------------------- submit
+    def validate(self, sweep: SweepContext, trials: list[Trial]) -> None:
+        """What sbatch would refuse, or accept into a job that can never start, reported before anything is
+        recorded (and by --dry-run): an unknown partition or account, a time limit above the partition's."""
+        if not self.check:
+            return
+        opts = resolve_options(sweep)
+        check_time_limit(opts.partition, opts.timeout_min)
+        check_account(opts.account)
+        check_memory(opts.mem_gb)
+
     def make_executor(self, sweep: SweepContext, opts: SlurmSection, snapshot: Path | str) -> Any:
         executor = submitit.AutoExecutor(folder=logs_dir(sweep), cluster="slurm",
                                          slurm_max_num_timeout=opts.max_requeues, slurm_python=python_command())

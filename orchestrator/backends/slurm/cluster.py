@@ -88,6 +88,31 @@ def check_time_limit(partition: str | None, timeout_min: int) -> None:
                                     "(long trials are requeued at the limit and resume)")
 
 
+def check_memory(mem_gb: float | None) -> None:
+    """More memory per node than any node has: sbatch refuses ("Requested node configuration is not available")."""
+    if mem_gb is None:
+        return
+    out = run(["sinfo", "-h", "-o", "%m"])
+    sizes = [float(m.rstrip("+")) for m in out.stdout.split() if m.rstrip("+").replace(".", "", 1).isdigit()]
+    if sizes and mem_gb * 1024 > max(sizes):
+        raise OrchestratorError(f"slurm.mem_gb: {mem_gb:g} GB, but the largest node has {max(sizes) / 1024:.1f} GB")
+
+
+def check_account(account: str | None) -> None:
+    """An account sbatch would refuse ("Invalid account"), when the cluster's accounting can tell."""
+    if not account or shutil.which("sacctmgr") is None:
+        return
+    out = subprocess.run(["sacctmgr", "-n", "-P", "show", "account", "format=account"], capture_output=True,
+                         text=True, timeout=30)
+    if out.returncode != 0:
+        return  # no accounting database: sbatch will judge
+    known = {line.strip() for line in out.stdout.splitlines() if line.strip()}
+    for name in account.split(","):
+        if name not in known:
+            raise OrchestratorError(f"slurm.account: no account '{name}' on this cluster (accounts: "
+                                    f"{', '.join(sorted(known)) or 'none'})")
+
+
 @dataclass
 class TaskState:
     """One array task as SLURM sees it."""
