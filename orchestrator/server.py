@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
+from convit.exitcodes import EXIT_FAILED, EXIT_OK
 from orchestrator.errors import OrchestratorError
 from orchestrator.tracking import ARTIFACTS_DIR, default_tracking_uri
 
@@ -117,6 +119,13 @@ def serve_forever(workdir: Path, host: str = "127.0.0.1", port: int = 5000, back
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
+        crashed = handle.proc.poll()  # ended by itself, not by us
         handle.stop()
+    if crashed is not None:
+        tail = "\n".join(handle.log_path.read_text(errors="replace").splitlines()[-15:]) if handle.log_path.exists() \
+            else ""
+        console.print(f"[red]the MLflow server exited by itself (exit code {crashed})[/]; the end of its log "
+                      f"({handle.log_path}):\n{escape(tail)}", highlight=False)
+        return EXIT_FAILED
     console.print("MLflow server stopped")
-    return 0
+    return EXIT_OK

@@ -84,3 +84,56 @@ def test_compare_with_an_unknown_tracking_scheme_is_one_line(tmp_path: Path, cap
     assert cli.main(["compare", "edge", "--workdir", str(tmp_path / "runs"), "--tracking-uri", "nosuch://x"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "nosuch://x" in err and "Traceback" not in err
+
+
+def test_a_crashed_mlflow_server_is_reported_as_a_crash(tmp_path: Path):
+    import os
+    import re
+    import time
+
+    from orchestrator.server import free_port as port_
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "server", "--port", str(port_()),
+                             "--workdir", str(tmp_path / "runs")], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=Path(__file__).resolve().parents[1])
+    try:
+        deadline, text = time.time() + 90, ""
+        while time.time() < deadline and "Ctrl-C" not in text:
+            text += proc.stdout.readline()
+        server_pid = int(re.search(r"MLflow server \(pid (\d+)\)", text).group(1))
+        os.kill(server_pid, signal.SIGKILL)  # the server dies on its own, not by Ctrl-C
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1, out
+    assert "exited by itself" in out and "MLflow server stopped" not in out
+
+
+def test_a_trial_killed_by_a_signal_is_one_stopped_trial_everywhere(tmp_path: Path):
+    """SIGKILL to a trial: the live line, the summary, `status` and the exit code all say 'stopped'."""
+    import json
+    import os
+    import time
+
+    from convit.records import read_json, read_metrics
+    from tests.test_local import cli as run_cli
+    from tests.test_local import cli_background, sweep_file, wait_for
+
+    work = tmp_path / "runs"
+    spec = sweep_file(tmp_path, "killed", epochs=20, train=96, models="[deit_tiny]")
+    submit = cli_background("submit", str(spec), "--workdir", str(work))
+    try:
+        wait_for(lambda: (work / "sweeps/killed/trials").is_dir() and any(
+            read_metrics(d) for d in (work / "sweeps/killed/trials").iterdir()), what="a first epoch")
+        (trial_dir,) = list((work / "sweeps/killed/trials").iterdir())
+        os.kill(int(read_json(trial_dir / "owner.lock")["pid"]), signal.SIGKILL)
+        out, _ = submit.communicate(timeout=120)
+    finally:
+        if submit.poll() is None:
+            submit.kill()
+    assert submit.returncode == 1
+    assert "killed by SIGKILL" in out and "0 trial(s) failed, 1 stopped" in out and "failed " not in out, out
+    (status,) = json.loads(run_cli("status", "killed", "--workdir", str(work), "--json").stdout)
+    assert status["state"] == "interrupted" and "killed by SIGKILL" in status["detail"]

@@ -30,7 +30,8 @@ from orchestrator.backends.base import Backend
 from orchestrator.errors import OrchestratorError
 from orchestrator.preflight import planned_epochs
 from orchestrator.sections import LocalSection
-from orchestrator.status import TrialStatus, is_recorded_process, pid_alive, read_status, trial_status
+from orchestrator.status import (TrialStatus, is_recorded_process, pid_alive, read_status, trial_status,
+                                 write_status)
 from orchestrator.process_env import thread_env
 from orchestrator.trial import Trial
 from orchestrator.workdir import TRIAL_LOG, SweepContext, read_trials, write_trial_record
@@ -184,6 +185,13 @@ class LocalBackend(Backend):
             elif code == EXIT_INTERRUPTED or self._stop_requested:
                 counts["interrupted"] += 1
                 progress.console.print(f"[yellow]stopped[/]  {trial_id}  {escape(entry.trial.name)}  (resubmit to resume)")
+            elif code < 0:  # killed by a signal: it could not say so itself; it resumes like a stopped one
+                counts["interrupted"] += 1
+                how = f"killed by {signal.Signals(-code).name}"
+                write_status(sweep.trial_dir(trial_id), "interrupted", error=f"{how}; resubmit to resume from its "
+                                                                              "last checkpoint")
+                progress.console.print(f"[yellow]stopped[/]  {trial_id}  {escape(entry.trial.name)}  ({how}; "
+                                       "resubmit to resume)")
             else:
                 counts["failed"] += 1
                 reason = read_status(sweep.trial_dir(trial_id)).get("error") or f"exit {code}"
