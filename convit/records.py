@@ -21,12 +21,14 @@ re-run are dropped and nothing is duplicated.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
 import os
 import re
 import secrets
+import shutil
 import socket
 import sys
 import time
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
 __all__ = [
+    "DiskFull",
     "process_start",
     "file_sha256",
     "write_checkpoint_record",
@@ -204,9 +207,30 @@ def atomic_write_bytes(path: Path, write: Callable[[BinaryIO], Any]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except Exception as exc:
+        if _disk_full(exc, path.parent):  # torch.save reports it as "[enforce fail ...] unexpected pos"
+            raise DiskFull(path) from exc
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
+
+
+class DiskFull(OSError):
+    """No space left on the device of a record being written (the previous version of the file is intact)."""
+
+    def __init__(self, path: Path):
+        super().__init__(errno.ENOSPC, f"no space left on device under {Path(path).parent} while writing "
+                                       f"{Path(path).name}; free space there, then run again to resume")
+
+
+def _disk_full(exc: BaseException, folder: Path) -> bool:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    try:
+        return shutil.disk_usage(folder).free < (1 << 20)
+    except OSError:
+        return False
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -219,10 +243,16 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def append_metrics(out_dir: Path, metrics: dict[str, Any]) -> None:
-    with open(Path(out_dir) / METRICS_FILE, "a") as f:
-        f.write(json.dumps(metrics, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    path = Path(out_dir) / METRICS_FILE
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(metrics, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull(path) from exc
+        raise
 
 
 def rewrite_metrics(out_dir: Path, rows: list[dict[str, Any]]) -> None:

@@ -7,6 +7,7 @@ local runners and SLURM send before killing a job) save an exact checkpoint and 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -18,8 +19,8 @@ from typing import Sequence
 from .config import ConfigError, TrialConfig, load_config
 from .presets import PRESETS
 from .exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
-from .records import (CHECKPOINTS_DIR, CONFIG_FILE, FINAL_FILE, METRICS_FILE, CheckpointsUnusable, TrialBusy,
-                      check_same_trial, trial_owner)
+from .records import (CHECKPOINTS_DIR, CONFIG_FILE, FINAL_FILE, METRICS_FILE, CheckpointsUnusable, DiskFull,
+                      TrialBusy, check_same_trial, trial_owner)
 
 _EPILOG = f"""\
 CONFIG is a YAML file of TrialConfig keys (it may start from a preset with 'preset: NAME') or a preset
@@ -122,6 +123,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (TrialBusy, ConfigMismatch, CheckpointsUnusable) as err:  # found once the trial looked at DIR
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = err.strerror if isinstance(err, DiskFull) else \
+            f"no space left on device under {args.out} ({err.filename or err.strerror}); free space there, then " \
+            "run again to resume"
+        print(f"error: {where}", file=sys.stderr)
+        return EXIT_FAILED
     print(json.dumps(final, indent=2, sort_keys=True))
     return EXIT_OK
 

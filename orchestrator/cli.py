@@ -7,6 +7,7 @@ submitted or logged); 3 is a single trial process interrupted after a checkpoint
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import re
 import sys
@@ -370,6 +371,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err_console.print("interrupted; submitting the sweep again resumes it")
         return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - only a full disk is turned into a message; the rest propagates
+        if not _disk_full(exc):
+            raise
+        err_console.print("[red]error:[/] no space left on device", escape(_reason(exc)),
+                          "- free space there, then submit again (finished work is kept)", highlight=False)
+        return EXIT_FAILED
+
+
+def _disk_full(exc: BaseException | None) -> bool:
+    """A full disk anywhere in the exception chain (an OSError, or sqlite's "database or disk is full")."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "database or disk is full" in str(exc) or "No space left on device" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _reason(exc: BaseException) -> str:
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return "(" + " ".join(text.split())[:300] + ")"
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ run), 3 interrupted after a checkpoint (resubmitting resumes it), 2 bad invocati
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import time
@@ -77,7 +78,8 @@ def _run_owned(trial: Trial, ctx: SweepContext, out_dir: Path, tags: Mapping[str
         raise
     except BaseException as exc:
         reason = exc.reason if isinstance(exc, TrialFailed) else f"{type(exc).__name__}: {exc}"
-        write_status(out_dir, "failed", error=reason, traceback="".join(traceback.format_exception(exc))[-4000:])
+        with contextlib.suppress(OSError):  # a full disk may refuse this record too: the log keeps the reason
+            write_status(out_dir, "failed", error=reason, traceback="".join(traceback.format_exception(exc))[-4000:])
         run.end("FAILED", {"failure_reason": reason[:5000]})
         raise
     elapsed = time.perf_counter() - started

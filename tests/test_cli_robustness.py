@@ -115,7 +115,6 @@ def test_a_trial_killed_by_a_signal_is_one_stopped_trial_everywhere(tmp_path: Pa
     """SIGKILL to a trial: the live line, the summary, `status` and the exit code all say 'stopped'."""
     import json
     import os
-    import time
 
     from convit.records import read_json, read_metrics
     from tests.test_local import cli as run_cli
