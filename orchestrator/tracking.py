@@ -454,7 +454,7 @@ class TrialRun:
         else:
             self.sync()
 
-    def finish(self, final: Mapping[str, Any], files: Iterable[Path], patience_s: float = 20.0) -> bool:
+    def finish(self, final: Mapping[str, Any], files: Iterable[Path], patience_s: float = 10.0) -> bool:
         """Everything logged, the run FINISHED; False when tracking stayed down for ``patience_s`` (the next
         submission catches the run up from the trial folder)."""
         def action() -> None:
@@ -469,7 +469,7 @@ class TrialRun:
                 self._warn("warning: the trial finished but MLflow is still not answering; submitting the sweep "
                            "again logs its run from the trial folder")
                 return False
-            time.sleep(5.0)
+            time.sleep(2.0)
         return True
 
     def end(self, status: str, tags: Mapping[str, str] | None = None) -> None:

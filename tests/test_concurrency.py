@@ -78,7 +78,7 @@ def _assert_each_epoch_once(work: Path, name: str, trial_dir: Path, epochs: int)
 
 def test_a_second_submit_leaves_the_running_trial_alone(tmp_path: Path):
     work = tmp_path / "runs"
-    spec = sweep_file(tmp_path, "twice", epochs=20, train=96, models="[convit_tiny]")
+    spec = sweep_file(tmp_path, "twice", epochs=12, train=96, models="[convit_tiny]")
     first = cli_background("submit", str(spec), "--workdir", str(work))
     try:
         wait_for(lambda: (work / "sweeps/twice/trials").is_dir() and read_metrics(_trial_dir(work, "twice")),
@@ -91,14 +91,14 @@ def test_a_second_submit_leaves_the_running_trial_alone(tmp_path: Path):
     assert second.returncode == 0, second.stdout + second.stderr
     assert "is already running (pid" in second.stdout and "left alone" in second.stdout, second.stdout
     assert first.returncode == 0, out
-    _assert_each_epoch_once(work, "twice", _trial_dir(work, "twice"), 20)
+    _assert_each_epoch_once(work, "twice", _trial_dir(work, "twice"), 12)
     parent = Tracker(default_tracking_uri(work)).find_sweep_run("twice", "twice")
     assert parent.info.status == "FINISHED"  # closed by the submission that ran the trial
 
 
 def test_trials_that_outlive_a_killed_scheduler_are_left_alone(tmp_path: Path):
     work = tmp_path / "runs"
-    spec = sweep_file(tmp_path, "orphan", epochs=20, train=96, models="[convit_tiny]")
+    spec = sweep_file(tmp_path, "orphan", epochs=12, train=96, models="[convit_tiny]")
     scheduler = cli_background("submit", str(spec), "--workdir", str(work))
     try:
         wait_for(lambda: (work / "sweeps/orphan/trials").is_dir() and read_metrics(_trial_dir(work, "orphan")),
@@ -119,7 +119,7 @@ def test_trials_that_outlive_a_killed_scheduler_are_left_alone(tmp_path: Path):
     wait_for(lambda: not pid_alive(runner["pid"]), timeout=60, what="the orphaned runner to exit")
     last = cli("submit", str(spec), "--workdir", str(work))
     assert last.returncode == 0 and "every trial has finished" in last.stdout, last.stdout + last.stderr
-    _assert_each_epoch_once(work, "orphan", trial_dir, 20)
+    _assert_each_epoch_once(work, "orphan", trial_dir, 12)
 
 
 def test_three_sweeps_submitted_at_once_on_a_fresh_folder_all_run(tmp_path: Path):

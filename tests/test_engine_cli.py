@@ -73,7 +73,7 @@ def test_sigterm_to_the_whole_process_group_with_loader_workers_checkpoints(tmp_
     """`kill -TERM -PGID` (what scancel and container runtimes do) reaches the DataLoader workers as well: the
     trial still saves its exact checkpoint, exits 3 and resumes to the same end."""
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "convit.train", "smoke", "epochs=4", "num_workers=2", "synthetic_train_size=512",
+    cmd = [sys.executable, "-m", "convit.train", "smoke", "epochs=3", "num_workers=2", "synthetic_train_size=384",
            "analysis_every=0", "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -91,4 +91,4 @@ def test_sigterm_to_the_whole_process_group_with_loader_workers_checkpoints(tmp_
     assert names and not (out / "final.json").exists()
     rerun = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert rerun.returncode == 0, rerun.stderr
-    assert [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()] == list(range(4))
+    assert [json.loads(line)["epoch"] for line in metrics.read_text().splitlines()] == list(range(3))

@@ -29,8 +29,6 @@ def _cluster() -> None:
 @pytest.mark.parametrize("override, message", [
     ("slurm.mem_gb=100000", "slurm.mem_gb: 100000 GB, but the largest node has"),
     ("slurm.account=nosuch", "slurm.account: no account 'nosuch'"),
-    ("slurm.partition=nosuch", "slurm.partition: no partition 'nosuch'"),
-    ("slurm.timeout_min=100000", "slurm.timeout_min is 100000 but partition"),
 ])
 def test_what_sbatch_would_refuse_is_refused_by_the_dry_run(tmp_path: Path, override: str, message: str):
     spec = tmp_path / "refused.yaml"
