@@ -88,6 +88,21 @@ def job_end_time(timeout_min: float, started: float) -> float:
     return started + timeout_min * 60
 
 
+def redeliver_early_signals() -> list[int]:
+    """Send this process the stop signals the snapshot's sitecustomize caught while the job was still being
+    imported: with submitit's and our handlers installed, a USR2 now checkpoints (nothing has run: a fresh
+    start) and requeues, a SIGTERM stops; before, the same signal killed the task and the trial was lost."""
+    early = sys.modules.get("sitecustomize")
+    pending = list(dict.fromkeys(getattr(early, "PENDING", [])))
+    if pending:
+        getattr(early, "PENDING").clear()
+        _log(f"signal(s) {', '.join(signal.Signals(s).name for s in pending)} arrived during start-up: acting on "
+             "them now")
+    for signum in pending:
+        os.kill(os.getpid(), signum)
+    return pending
+
+
 def preempt_signal() -> signal.Signals:
     """submitit's checkpoint signal (USR2 unless SUBMITIT_PREEMPT_SIGNAL says otherwise)."""
     return getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), signal.SIGUSR2)
@@ -146,6 +161,7 @@ class SlurmTrial(Checkpointable):
         runtime = _Runtime(control=_make_control(self))
         self._runtime = runtime
         signal.signal(signal.SIGTERM, self._on_sigterm)
+        redeliver_early_signals()  # a preemption during start-up: requeued now that submitit can handle it
         if rank == 0:
             self._record_start(env, started)
         target = self._rank0_target() if rank == 0 else self._worker_target()

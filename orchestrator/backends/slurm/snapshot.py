@@ -17,6 +17,26 @@ import tempfile
 from pathlib import Path
 
 PACKAGES = ("convit", "orchestrator")
+#: Python imports ``sitecustomize`` from the path at start-up, before anything else runs: in a SLURM task it
+#: catches the stop signals that arrive while the interpreter still imports the job (seconds, during which
+#: submitit has no handler yet and a USR2 would kill the task unrequeued), so the job can act on them once its
+#: handlers exist (orchestrator.backends.slurm.job.redeliver_early_signals).
+EARLY_SIGNALS = """\
+import os as _os
+import signal as _signal
+
+PENDING = []  # signals received before the job's own handlers were installed
+
+
+def _remember(signum, frame):
+    PENDING.append(signum)
+
+
+if _os.environ.get("SLURM_JOB_ID"):
+    for _name in {"SIG" + _os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), "SIGUSR2", "SIGTERM"}:
+        if hasattr(_signal, _name):
+            _signal.signal(getattr(_signal, _name), _remember)
+"""
 _SKIP_DIRS = {"__pycache__", ".pytest_cache", ".mypy_cache"}
 _SKIP_SUFFIXES = (".pyc", ".pyo", ".tmp", ".swp")
 
@@ -45,6 +65,7 @@ def snapshot_code(dest_root: Path, packages: tuple[str, ...] = PACKAGES) -> Path
             rel = Path(name) / path.relative_to(src)
             digest.update(str(rel).encode() + b"\0" + path.read_bytes() + b"\0")
             listing.append((path, rel))
+    digest.update(b"sitecustomize.py\0" + EARLY_SIGNALS.encode())
     target = dest_root / f"code-{digest.hexdigest()[:12]}"
     if (target / ".complete").is_file():
         return target
@@ -54,6 +75,7 @@ def snapshot_code(dest_root: Path, packages: tuple[str, ...] = PACKAGES) -> Path
         for path, rel in listing:
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, tmp / rel)
+        (tmp / "sitecustomize.py").write_text(EARLY_SIGNALS)
         (tmp / ".complete").write_text("\n".join(f"{n} {p}" for n, p in sources.items()) + "\n")
         if target.exists():  # an incomplete copy left by a killed submit
             shutil.rmtree(target)

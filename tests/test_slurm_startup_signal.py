@@ -1,0 +1,86 @@
+"""A preemption that reaches a SLURM task while it is still starting (importing the job, before submitit has
+installed its handler) used to kill the task unrequeued: the trial was lost. The snapshot's sitecustomize now
+catches the signal at interpreter start and the job acts on it once its handlers exist: requeued, resumed, every
+MLflow step once. The real local SLURM; the signal is sent the moment the task's process exists."""
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from convit.records import read_json
+from orchestrator.tracking import Tracker, default_tracking_uri
+from tests.test_local import cli, steps
+from tests.test_slurm_backend_cluster import cluster_problem
+
+pytestmark = pytest.mark.slurm
+
+
+def _task_pids(job: str) -> list[int]:
+    out = subprocess.run(["scontrol", "listpids", job], capture_output=True, text=True)
+    return [int(line.split()[0]) for line in out.stdout.splitlines()[1:] if line.split() and line.split()[0].isdigit()]
+
+
+EARLY = ("import os, signal, sys, time\n"
+         "time.sleep(1.5)  # the job still importing: no handler of its own yet\n"
+         "got = []\n"
+         "signal.signal(signal.SIGUSR2, lambda signum, frame: got.append(signum))\n"
+         "from orchestrator.backends.slurm.job import redeliver_early_signals\n"
+         "print(redeliver_early_signals(), got)\n")
+
+
+@pytest.mark.parametrize("with_snapshot", [True, False])
+def test_a_signal_during_interpreter_start_up_is_kept_for_the_job(tmp_path: Path, with_snapshot: bool):
+    """The mechanism, deterministically: USR2 sent while the process is still 'importing'. Without the
+    snapshot's sitecustomize the process dies of it (what lost trials); with it the job receives it later."""
+    import os
+    import signal
+    import sys
+
+    from orchestrator.backends.slurm.snapshot import snapshot_code
+
+    repo = Path(__file__).resolve().parents[1]
+    path = str(snapshot_code(tmp_path / "snap")) if with_snapshot else str(repo)
+    proc = subprocess.Popen([sys.executable, "-c", EARLY], env={**os.environ, "PYTHONPATH": path,
+                                                                "SLURM_JOB_ID": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGUSR2)
+    out, err = proc.communicate(timeout=60)
+    if with_snapshot:
+        assert proc.returncode == 0, err
+        assert out.strip() == f"[{int(signal.SIGUSR2)}] [{int(signal.SIGUSR2)}]"
+    else:
+        assert proc.returncode == -signal.SIGUSR2
+
+
+def test_a_preemption_during_start_up_requeues_instead_of_killing(tmp_path: Path):
+    problem = cluster_problem()
+    if problem:
+        pytest.skip(problem)
+    spec, work = tmp_path / "early.yaml", tmp_path / "runs"
+    spec.write_text("name: early\nbase: {preset: smoke, epochs: 2, synthetic_train_size: 64}\nseeds: [0]\n"
+                    "slurm: {profile: local}\n")
+    out = cli("submit", str(spec), "--backend", "slurm", "--workdir", str(work))
+    assert out.returncode == 0, out.stdout + out.stderr
+    job = re.search(r"SLURM job array (\d+)", out.stdout + out.stderr).group(1)
+    deadline = time.time() + 120
+    while time.time() < deadline and not _task_pids(job):
+        time.sleep(0.05)
+    assert _task_pids(job), "the task never started"
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    (trial_dir,) = list((work / "sweeps" / "early" / "trials").iterdir())
+    deadline = time.time() + 300
+    while time.time() < deadline and not (trial_dir / "final.json").exists():
+        time.sleep(1)
+    assert (trial_dir / "final.json").exists(), "the trial was lost"
+    starts = read_json(trial_dir / "slurm_task.json")["starts"]
+    logs = "".join(p.read_text(errors="replace") for p in (work / "sweeps" / "early" / "slurm" / "logs").glob("*"))
+    # requeued: after the trial began (a second start), or before (submitit's log, or ours for a start-up signal)
+    assert len(starts) >= 2 or "Requeued job" in logs or "arrived during start-up" in logs, logs[-2000:]
+    tracker = Tracker(default_tracking_uri(work))
+    (run,) = tracker.trial_runs("early", "early").values()
+    assert run.info.status == "FINISHED" and steps(tracker, run.info.run_id, "epoch") == [0, 1]
