@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
 __all__ = [
+    "flock_exclusive",
+    "pid_alive",
     "DiskFull",
     "process_start",
     "file_sha256",
@@ -132,17 +134,10 @@ def own_trial(out_dir: Path, wait_s: float = 2.0) -> Iterator[None]:
         return
     out_dir.mkdir(parents=True, exist_ok=True)
     fd = os.open(out_dir / OWNER_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            break
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                owner = _read_owner(out_dir)
-                os.close(fd)
-                raise TrialBusy(out_dir, owner) from None
-            time.sleep(0.05)
+    if not flock_exclusive(fd, wait_s):
+        owner = _read_owner(out_dir)
+        os.close(fd)
+        raise TrialBusy(out_dir, owner)
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(_owner_info()).encode(), 0)
@@ -153,6 +148,19 @@ def own_trial(out_dir: Path, wait_s: float = 2.0) -> Iterator[None]:
         with contextlib.suppress(OSError):
             os.ftruncate(fd, 0)
         os.close(fd)  # closing the last descriptor releases the flock
+
+
+def flock_exclusive(fd: int, wait_s: float) -> bool:
+    """Take an exclusive flock on ``fd``, retrying for up to ``wait_s`` seconds; False if another holds it."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
 
 
 def _read_owner(out_dir: Path) -> dict[str, Any]:
@@ -367,20 +375,27 @@ def remove_dead_temp_files(folder: Path) -> list[Path]:
         return removed
     for path in Path(folder).iterdir():
         found = _TEMP.match(path.name)
-        if found and not _pid_alive(int(found.group(1) or found.group(2))):
+        if found and not pid_alive(int(found.group(1) or found.group(2))):
             path.unlink(missing_ok=True)
             removed.append(path)
     return removed
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int | None) -> bool:
+    """The process exists and is not a zombie (exited, not yet reaped by its parent)."""
+    if not pid:
+        return False
     try:
-        os.kill(pid, 0)
+        os.kill(int(pid), 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 def check_same_trial(out_dir: Path, config_hash: str) -> None:

@@ -5,12 +5,11 @@ A trial's ownership is a different, long-held lock: convit.records.own_trial."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-import time
 from pathlib import Path
 from typing import Iterator
 
+from convit.records import flock_exclusive
 from orchestrator.errors import OrchestratorError
 
 
@@ -20,16 +19,9 @@ def exclusive(path: Path, timeout_s: float = 120.0, what: str = "") -> Iterator[
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise OrchestratorError(f"waited {timeout_s:.0f} s for {path} ({what or 'another process'}); "
-                                            "is a process stuck holding it?") from None
-                time.sleep(0.05)
+        if not flock_exclusive(fd, timeout_s):
+            raise OrchestratorError(f"waited {timeout_s:.0f} s for {path} ({what or 'another process'}); is a "
+                                    "process stuck holding it?")
         yield
     finally:
         os.close(fd)

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from convit.records import (OWNER_FILE, is_finished, process_start, read_json, read_metrics, trial_owner,
-                            write_json)
+from convit.records import (OWNER_FILE, is_finished, pid_alive, process_start, read_json, read_metrics,
+                            trial_owner, write_json)
 from orchestrator.preflight import planned_epochs
 from orchestrator.trial import Trial
 from orchestrator.workdir import STATUS_FILE
@@ -57,22 +57,6 @@ def is_recorded_process(record: dict[str, Any], pid_key: str = "pid") -> bool:
 def read_status(trial_dir: Path) -> dict[str, Any]:
     """What the trial runner last wrote ({} before it started)."""
     return read_json(trial_dir / STATUS_FILE, {}) or {}
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (exited, not yet reaped by its parent) is not running
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def trial_status(trial: Trial, trial_dir: Path) -> TrialStatus:
