@@ -22,24 +22,28 @@ import math
 import os
 import random
 import socket
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
 import urllib.request
 from urllib.parse import urlparse
 
-from mlflow.entities import Metric, Param, RunTag, ViewType
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from convit.records import read_metrics
+from convit.records import CONFIG_FILE, read_json, read_metrics
 from orchestrator.errors import OrchestratorError
 from orchestrator.locks import exclusive
+from orchestrator.mlflow_views import (EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, NOTE_TAG, attention_table_path,
+                                       is_per_head as is_per_head_key, metric_name, split_per_head, sweep_note, view_tag)
 
 DB_NAME = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
 EPOCH_METRIC = "epoch"
-FINAL_PREFIX = "final/"
+LOGGED_ARTIFACTS_TAG = "mlflow.loggedArtifacts"  # MLflow's list of table artifacts (rendered as tables)
+LOGGED_TABLES_LIMIT = 60  # table entries kept in that tag (its value is capped at 8,000 characters)
 PARAM_VALUE_LIMIT = 6000
 BATCH_LIMIT = 100  # params per log_batch (MLflow's limit); metrics are capped at 1000, see _chunks
 ENV_TAGS = {"slurm_job_id": ("SLURM_ARRAY_JOB_ID", "SLURM_JOB_ID"), "slurm_array_task_id": ("SLURM_ARRAY_TASK_ID",),
@@ -206,7 +210,8 @@ class Tracker:
         if not create:
             return None
         try:
-            return self.client.create_experiment(name, artifact_location=_artifact_root(self.uri))
+            return self.client.create_experiment(name, artifact_location=_artifact_root(self.uri),
+                                                 tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
         except MlflowException as exc:  # another process created it first
             if "already exists" not in str(exc).lower() and "unique" not in str(exc).lower():
                 raise
@@ -241,17 +246,32 @@ class Tracker:
         tags = {"kind": "sweep", "sweep_id": sweep_id, "backend": backend, "git_commit": git_commit,
                 "axes": json.dumps(axes), "n_trials": str(n_trials), "host": socket.gethostname(),
                 "mlflow.source.git.commit": git_commit}
-        if description:
-            tags["mlflow.note.content"] = description
         found = self.find_sweep_run(experiment, sweep_id)
         if found is None:
+            tags[NOTE_TAG] = sweep_note(sweep_id, description, axes, n_trials)
             run_id = self.client.create_run(exp, tags=tags, run_name=sweep_id).info.run_id
-        else:
+        else:  # keep the description: `compare` may have written the results into it
             run_id = found.info.run_id
             self.client.update_run(run_id, status="RUNNING")
             self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         self.client.log_text(run_id, spec_text, "sweep.yaml")
+        self.describe_experiment(exp, sweep_id, run_id, axes, description)
         return run_id
+
+    def describe_experiment(self, experiment_id: str, sweep_id: str, parent_run_id: str, axes: list[str],
+                            description: str) -> None:
+        """The experiment opens in the model-training view, with the sweep file's description (when the
+        experiment has none yet) and a saved view of this sweep (orchestrator.mlflow_views.view_state)."""
+        experiment = self.client.get_experiment(experiment_id)
+        tags = dict(experiment.tags)
+        wanted = {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        if description and not tags.get(NOTE_TAG):
+            wanted[NOTE_TAG] = description
+        key, value = view_tag(sweep_id, parent_run_id, axes)
+        wanted[key] = value
+        for k, v in wanted.items():
+            if tags.get(k) != v:
+                self.client.set_experiment_tag(experiment_id, k, v)
 
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
@@ -292,6 +312,24 @@ class Tracker:
             self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in all_tags.items()])
         return run_id
 
+    def log_dataset(self, run_id: str, trial_dir: Path) -> bool:
+        """The trial's training data as an MLflow dataset input (the runs table's Dataset column): name,
+        fraction, seed, size per class and the digest of the chosen indices, read from the engine's config.json.
+        False when the engine has not written it yet. MLflow keeps one input per (dataset, digest, run)."""
+        record = read_json(trial_dir / CONFIG_FILE, {}) or {}
+        config, subset = record.get("config") or {}, record.get("subset") or {}
+        if not config or not subset.get("indices_sha256"):
+            return False
+        fraction = float(config.get("data_fraction", 1.0))
+        name = f"{config.get('dataset', 'data')} {fraction * 100:.3g}%"
+        profile = {"data_fraction": fraction, "seed": config.get("seed"), "size": subset.get("size"),
+                   "per_class": subset.get("per_class"), "validation": (subset.get("val") or {}).get("size")}
+        dataset = Dataset(name=name, digest=str(subset["indices_sha256"])[:36], source_type="local",
+                          source=json.dumps({"data_root": config.get("data_root"), "dataset": config.get("dataset")}),
+                          profile=json.dumps(profile))
+        self.client.log_inputs(run_id, datasets=[DatasetInput(dataset, [InputTag("mlflow.data.context", "train")])])
+        return True
+
     def _run_exists(self, run_id: str) -> bool:
         try:
             return self.client.get_run(run_id).info.lifecycle_stage == "active"
@@ -302,17 +340,39 @@ class Tracker:
         return {m.step for m in self.client.get_metric_history(run_id, EPOCH_METRIC)}
 
     def log_epoch(self, run_id: str, epoch: int, metrics: Mapping[str, Any]) -> None:
-        """One epoch in one transaction (per chunk of 1000), the ``epoch`` marker last."""
+        """One epoch: its per-head values as a table artifact first (written whole, so a repeat overwrites it),
+        then its scalars in one transaction (per chunk of 1000), the ``epoch`` marker last."""
         stamp = _now_ms()
-        values = {k: v for k, v in numeric(metrics).items() if k != EPOCH_METRIC}
-        items = [Metric(k, v, stamp, int(epoch)) for k, v in values.items()]
+        scalars, table = split_per_head({k: v for k, v in numeric(metrics).items() if k != EPOCH_METRIC})
+        if table:
+            self.log_table(run_id, table, attention_table_path(epoch))
+        items = [Metric(k, v, stamp, int(epoch)) for k, v in scalars.items()]
         items.append(Metric(EPOCH_METRIC, float(epoch), stamp, int(epoch)))
         for i in range(0, len(items), 1000):
             self.client.log_batch(run_id, metrics=items[i:i + 1000])
 
-    def log_final(self, run_id: str, final: Mapping[str, Any], step: int = 0) -> None:
+    def log_table(self, run_id: str, table: Mapping[str, Any], artifact_file: str) -> None:
+        """A table artifact in MLflow's format (``split`` JSON), replacing any earlier one of that name (MLflow's
+        own ``log_table`` appends, which would repeat rows when a resumed trial logs an epoch again); listed in
+        the run's ``mlflow.loggedArtifacts`` tag so the UI renders it as a table."""
+        folder, _, name = artifact_file.rpartition("/")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            path.write_text(json.dumps(table))
+            self.client.log_artifact(run_id, str(path), folder or None)
+        tables = json.loads(self.client.get_run(run_id).data.tags.get(LOGGED_ARTIFACTS_TAG, "[]"))
+        entry = {"path": artifact_file, "type": "table"}
+        if entry not in tables:
+            tables = [*tables, entry][-LOGGED_TABLES_LIMIT:]
+            self.set_tags(run_id, {LOGGED_ARTIFACTS_TAG: json.dumps(tables)})
+
+    def log_final(self, run_id: str, final: Mapping[str, Any], epoch_keys: Iterable[str] = (), step: int = 0) -> None:
+        """The final metrics that no epoch logged (``init/*`` at step 0, ``optimizer_steps``, tracking overhead…);
+        a value an epoch row already has (``test_top1``…) is not repeated under another name."""
         stamp = _now_ms()
-        items = [Metric(FINAL_PREFIX + k, v, stamp, step) for k, v in numeric(final).items()]
+        skip = set(epoch_keys)
+        values = {k: v for k, v in numeric(final).items() if k not in skip and not is_per_head_key(k)}
+        items = [Metric(metric_name(k), v, stamp, 0 if k.startswith("init/") else step) for k, v in values.items()]
         for i in range(0, len(items), 1000):
             self.client.log_batch(run_id, metrics=items[i:i + 1000])
 
@@ -349,6 +409,15 @@ class MlflowReporter:
         self.metrics_file = metrics_file
         self.logged = tracker.logged_steps(run_id)
         self.seconds = 0.0
+        self.dataset_logged = False
+
+    def epoch_keys(self) -> set[str]:
+        """Every metric name metrics.jsonl has in some epoch (log_final does not repeat them)."""
+        return {k for row in read_metrics(self.metrics_file.parent) for k in row}
+
+    def _log_dataset(self) -> None:
+        if not self.dataset_logged:
+            self.dataset_logged = self.tracker.log_dataset(self.run_id, self.metrics_file.parent)
 
     def sync(self) -> int:
         """Log every metrics.jsonl epoch MLflow lacks; returns how many."""
@@ -361,6 +430,7 @@ class MlflowReporter:
                     self.tracker.log_epoch(self.run_id, epoch, row)
                     self.logged.add(epoch)
                     count += 1
+            self._log_dataset()
             self.seconds += time.perf_counter() - start
         return count
 
@@ -370,6 +440,7 @@ class MlflowReporter:
             if int(epoch) not in self.logged:
                 self.tracker.log_epoch(self.run_id, int(epoch), metrics)
                 self.logged.add(int(epoch))
+            self._log_dataset()
             self.seconds += time.perf_counter() - start
 
 
@@ -460,7 +531,8 @@ class TrialRun:
         def action() -> None:
             assert self.reporter is not None
             self.reporter.sync()
-            self.tracker.log_final(self.reporter.run_id, final, step=max(self.reporter.logged, default=0))
+            self.tracker.log_final(self.reporter.run_id, final, self.reporter.epoch_keys(),
+                                   step=max(self.reporter.logged, default=0))
             self.tracker.log_files(self.reporter.run_id, files)
             self.tracker.end_run(self.reporter.run_id, "FINISHED")
         deadline = time.monotonic() + patience_s

@@ -18,11 +18,12 @@ import time
 import traceback
 from pathlib import Path
 from types import FrameType
-from typing import Any, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 from convit.exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
-from convit.records import (CONFIG_FILE, FINAL_FILE, METRICS_FILE, TrialBusy, own_trial, read_final, read_json,
-                            write_json)
+from convit.records import (CONFIG_FILE, FINAL_FILE, METRICS_FILE, TrialBusy, is_finished, own_trial, read_final,
+                            read_json, write_json)
+from orchestrator.mlflow_views import run_name
 from orchestrator.status import write_status
 from orchestrator.tracking import MlflowReporter, Tracker, TrialRun, env_tags
 from orchestrator.process_env import apply_thread_budget, fail_fast_on_outages
@@ -95,7 +96,7 @@ def open_run(trial: Trial, ctx: SweepContext, tags: Mapping[str, str] | None = N
     out_dir = ctx.trial_dir(trial.id)
     run_id = Tracker(ctx.tracking_uri).open_trial_run(
         experiment=ctx.experiment, sweep_id=ctx.sweep_id, parent_run_id=ctx.parent_run_id, trial_id=trial.id,
-        trial_name=trial.name, params=trial.config_dict(),
+        trial_name=run_name(trial.axes, ctx.name), params=trial.config_dict(),
         tags={**env_tags(), "backend": ctx.backend, "git_commit": ctx.git_commit,
               "mlflow.source.git.commit": ctx.git_commit, **{f"axis.{k}": str(v) for k, v in trial.axes.items()},
               **dict(tags or {})},
@@ -112,10 +113,36 @@ def log_finished_trial(trial: Trial, ctx: SweepContext, tracker: Tracker) -> Non
     run_id = open_run(trial, ctx)
     reporter = MlflowReporter(tracker, run_id, out_dir / METRICS_FILE)
     reporter.sync()
-    tracker.log_final(run_id, final.get("metrics", {}), step=max(reporter.logged, default=0))
+    tracker.log_final(run_id, final.get("metrics", {}), reporter.epoch_keys(), step=max(reporter.logged, default=0))
     tracker.log_files(run_id, [out_dir / n for n in (CONFIG_FILE, FINAL_FILE, TRIAL_FILE)])
     tracker.end_run(run_id, "FINISHED")
     write_status(out_dir, "done")
+
+
+def record_end_outside_runner(trial: Trial, ctx: SweepContext, state: Literal["failed", "interrupted"],
+                              reason: str) -> bool:
+    """Record the end of a trial whose process ended where this runner never ran or never got to record it (an
+    import failing on a compute node, a node failure, the out-of-memory killer, a hard kill): status.json says
+    ``state`` with ``reason``, and the trial's MLflow child run (created if the process never opened it, with
+    the epochs of metrics.jsonl it lacks) ends FAILED or KILLED, so the sweep's parent run can close.
+
+    Returns False, recording nothing, when the trial finished or another live process owns it (a resubmission
+    already runs it). Raises what the tracking store raises when it is down (status.json is written first)."""
+    out_dir = ctx.trial_dir(trial.id)
+    try:
+        with own_trial(out_dir, wait_s=0.5):
+            if is_finished(out_dir):
+                return False
+            write_status(out_dir, state, error=reason)
+            tracker = Tracker(ctx.tracking_uri)
+            run_id = open_run(trial, ctx)
+            MlflowReporter(tracker, run_id, out_dir / METRICS_FILE).sync()
+            if state == "failed":
+                tracker.set_tags(run_id, {"failure_reason": reason[:5000]})
+            tracker.end_run(run_id, "FAILED" if state == "failed" else "KILLED")
+    except TrialBusy:
+        return False
+    return True
 
 
 def _warn(message: str) -> None:

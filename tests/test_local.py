@@ -4,6 +4,7 @@ every metric step logged exactly once."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -26,6 +27,7 @@ base:
   epochs: {epochs}
   synthetic_train_size: {train}
   synthetic_val_size: 16
+  num_workers: {workers}
 grid:
   model: {models}
 seeds: [0]
@@ -34,9 +36,9 @@ local: {{max_parallel: 2, cpus_per_trial: 1, stop_grace_s: 60}}
 
 
 def sweep_file(tmp_path: Path, name: str, epochs: int = 2, train: int = 32,
-               models: str = "[convit_tiny, deit_tiny]") -> Path:
+               models: str = "[convit_tiny, deit_tiny]", workers: int = 0) -> Path:
     path = tmp_path / f"{name}.yaml"
-    path.write_text(SMOKE.format(name=name, epochs=epochs, train=train, models=models))
+    path.write_text(SMOKE.format(name=name, epochs=epochs, train=train, models=models, workers=workers))
     return path
 
 
@@ -88,17 +90,33 @@ def test_sweep_lands_in_mlflow_and_resubmission_runs_nothing(tmp_path: Path):
         assert run.info.status == "FINISHED"
         assert tags["mlflow.parentRunId"] == parent.info.run_id
         assert tags["sweep_id"] == "e2e" and tags["backend"] == "local" and tags["host"]
-        assert tags["git_commit"] and tags["mlflow.runName"] == trials[trial_id]["name"]
+        assert tags["git_commit"] and tags["mlflow.runName"] == f"{trials[trial_id]['axes']['model']} · s0"
         assert params["model"] == trials[trial_id]["axes"]["model"]
         assert params["model_kwargs.img_size"] == "32" and params["epochs"] == "2"
         for key in ("train_loss", "lr", "img_per_s", "val_top1", "val_top5", "epoch"):
             assert steps(tracker, run.info.run_id, key) == [0, 1], key
-        assert "final/val_top1" in metrics and 0.0 <= metrics["final/tracking_overhead_frac"] < 0.2
+        assert "val_top1" in metrics and 0.0 <= metrics["tracking_overhead_frac"] < 0.2
+        assert not [k for k in metrics if k.startswith("final/") or re.search(r"/h\d+$", k)]  # no duplicates
+        assert metrics["optimizer_steps"] > 0 and "init/nonlocality/l00" in metrics
         if params["model"] == "convit_tiny":
-            assert steps(tracker, run.info.run_id, "gating/l0") == [0, 1]
-            assert steps(tracker, run.info.run_id, "nonlocality/l9") == [0, 1]
+            assert steps(tracker, run.info.run_id, "gating/l00") == [0, 1]
+            assert steps(tracker, run.info.run_id, "nonlocality/l09") == [0, 1]
+            heads = json.loads(Path(tracker.client.download_artifacts(run.info.run_id, "attention/epoch_0001.json",
+                                                                      str(tmp_path / trial_id))).read_text())
+            assert heads["columns"][:3] == ["layer", "head", "gating"] and len(heads["data"]) == 12 * 4  # layers × heads
+            assert {"path": "attention/epoch_0001.json", "type": "table"} in json.loads(tags["mlflow.loggedArtifacts"])
         names = {a.path for a in tracker.client.list_artifacts(run.info.run_id)}
         assert {"config.json", "final.json", "trial.json"} <= names
+        (data,) = run.inputs.dataset_inputs
+        config = json.loads((work / "sweeps/e2e/trials" / trial_id / "config.json").read_text())
+        assert data.dataset.name == "synthetic 100%" and data.tags[0].value == "train"
+        assert data.dataset.digest == config["subset"]["indices_sha256"][:36]
+    experiment = tracker.client.get_experiment_by_name("e2e")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    view = json.loads(experiment.tags["mlflow.sharedViewState.sweep-e2e"])
+    assert view["runsExpanded"] == {parent.info.run_id: True} and view["searchFilter"] == "tags.sweep_id = 'e2e'"
+    assert {"params.`model`", "params.`seed`", "metrics.`test_top1`"} <= set(view["selectedColumns"])
+    assert "2 trial(s)" in parent.data.tags["mlflow.note.content"]
 
     status_files = {p: p.stat().st_mtime_ns for p in (work / "sweeps/e2e/trials").glob("*/status.json")}
     again = cli("submit", str(spec), "--workdir", str(work))
@@ -135,7 +153,8 @@ def _trial_dir(work: Path, name: str) -> Path:
 
 def test_cancelled_and_killed_trial_resumes_with_each_step_once(tmp_path: Path):
     work = tmp_path / "runs"
-    spec = sweep_file(tmp_path, "resume", epochs=10, train=96, models="[convit_tiny]")
+    # DataLoader workers on: the stop signal reaches the trial's whole process group, workers included
+    spec = sweep_file(tmp_path, "resume", epochs=10, train=96, models="[convit_tiny]", workers=2)
     submit = cli_background("submit", str(spec), "--workdir", str(work))
     try:
         wait_for(lambda: (work / "sweeps/resume/trials").is_dir() and len(read_metrics(
@@ -148,7 +167,8 @@ def test_cancelled_and_killed_trial_resumes_with_each_step_once(tmp_path: Path):
             submit.kill()
     assert submit.returncode == 1, out
     trial_dir = _trial_dir(work, "resume")
-    assert read_json(trial_dir / "status.json")["state"] == "interrupted"
+    stopped = read_json(trial_dir / "status.json")
+    assert stopped["state"] == "interrupted" and "after a checkpoint" in stopped["error"], stopped
     assert not (trial_dir / "final.json").exists()
     tracker = Tracker(default_tracking_uri(work))
     run_id = read_json(trial_dir / "mlflow_run.json")["run_id"]
@@ -171,7 +191,7 @@ def test_cancelled_and_killed_trial_resumes_with_each_step_once(tmp_path: Path):
     assert (trial_dir / "final.json").exists()
     run = tracker.client.get_run(run_id)
     assert run.info.status == "FINISHED" and len(tracker.trial_runs("resume", "resume")) == 1
-    for key in ("epoch", "train_loss", "lr", "gating/l0"):
+    for key in ("epoch", "train_loss", "lr", "gating/l00"):
         history = tracker.metric_history(run_id, key)
         assert [s for s, _ in history] == list(range(10)), key  # every step once: no duplicate, none missing
     jsonl = {row["epoch"]: row["train_loss"] for row in read_metrics(trial_dir)}

@@ -231,3 +231,47 @@ def test_a_controller_that_never_replies_times_out(tmp_path: Path, monkeypatch):
         for conn in accepted:
             conn.close()
         server.close()
+
+
+# ------------------------------------------------------------------------------------------ settling job
+@pytest.mark.parametrize(("state", "recorded", "expected"), [
+    ("FAILED", None, "failed"),  # died before the runner: an import, the interpreter
+    ("OUT_OF_MEMORY", "running", "failed"),  # killed mid-step
+    ("NODE_FAIL", "running", "failed"),
+    ("FAILED", "failed", None),  # the runner recorded it (and its MLflow run)
+    ("FAILED", "interrupted", None),
+    ("COMPLETED", "done", None),
+    ("CANCELLED", None, None),  # never started: still pending, nothing to record
+    ("CANCELLED", "running", "interrupted"),  # killed hard during a cancel
+    ("TIMEOUT", "running", "interrupted"),
+    ("RUNNING", "running", None),  # not ended
+])
+def test_the_settler_records_only_ends_that_nobody_recorded(state: str, recorded: str | None, expected: str | None):
+    from orchestrator.backends.slurm.cluster import TaskState
+    from orchestrator.backends.slurm.settle import unrecorded_end
+
+    assert unrecorded_end(TaskState("7_0", state), recorded) == expected
+
+
+def test_the_failure_reason_is_the_tasks_exception_not_srun(tmp_path: Path):
+    from orchestrator.backends.slurm.cluster import TaskState
+    from orchestrator.backends.slurm.settle import end_reason
+    from orchestrator.backends.slurm.state import stderr_path
+
+    ctx, _ = context(tmp_path, "{profile: local}")
+    path = stderr_path(ctx, "7_0")
+    path.parent.mkdir(parents=True)
+    path.write_text("Traceback (most recent call last):\n  File \"x.py\", line 1\nImportError: no torch here\n"
+                    "srun: error: node1: task 0: Exited with exit code 1\n")
+    reason = end_reason(ctx, TaskState("7_0", "FAILED", exit_code="1:0"), "failed")
+    assert reason == "SLURM task 7_0 ended FAILED (exit code 1:0) outside the trial runner: ImportError: no torch here"
+
+
+def test_the_settling_job_runs_after_the_whole_array_where_the_array_ran(tmp_path: Path):
+    from orchestrator.backends.slurm.backend import settler_parameters
+
+    ctx, _ = context(tmp_path, "{profile: local, account: lab, qos: short, additional_parameters: {comment: x}}")
+    params = settler_parameters(ctx, resolve_options(ctx), tmp_path / "code", "4242")
+    assert params["slurm_additional_parameters"] == {"comment": "x", "dependency": "afterany:4242"}
+    assert params["slurm_partition"] == "debug" and params["slurm_account"] == "lab" and params["slurm_qos"] == "short"
+    assert params["cpus_per_task"] == 1 and params["nodes"] == 1 and "gpus_per_node" not in params

@@ -59,11 +59,15 @@ MAIN = {
             "dataset": ["synthetic", "synthetic", "synthetic", "synthetic", "imagefolder"]},
     "slurm": {"profile": "local", "array_parallelism": 2},
 }
+# ~70 s of training here: more than the first job trains before its USR2 (15-37 s after the start: SLURM's 30 s
+# signal cycle, then the backstop), even on a machine twice as fast; each job trains >= ~10 s, so well within the
+# requeue budget.
+LIMIT_EPOCHS = 10
 LIMIT = {
     "name": "limit",
-    "base": {**SMOKE, "epochs": 10, "synthetic_train_size": 256, "analysis_every": 0},
+    "base": {**SMOKE, "epochs": LIMIT_EPOCHS, "synthetic_train_size": 1024, "analysis_every": 0},
     "seeds": [0],
-    "slurm": {"profile": "local", "timeout_min": 1, "signal_delay_s": 45, "max_requeues": 10},
+    "slurm": {"profile": "local", "timeout_min": 1, "signal_delay_s": 45, "max_requeues": 20},
 }
 DDP = {
     "name": "ddp",
@@ -71,9 +75,16 @@ DDP = {
     "seeds": [0],
     "slurm": {"profile": "local", "tasks_per_node": 2},
 }
+BROKEN = {  # submitted from a code copy whose engine cannot be imported on the compute node
+    "name": "broken",
+    "base": {**SMOKE, "epochs": 1, "synthetic_train_size": 64},
+    "seeds": [0],
+    "slurm": {"profile": "local"},
+}
+STOP_EPOCHS = 8  # long enough that `cancel` (a CLI start-up, ~2 s) lands while the first trial still trains
 STOP = {
     "name": "stop",
-    "base": {**SMOKE, "epochs": 3, "synthetic_train_size": 256},
+    "base": {**SMOKE, "epochs": STOP_EPOCHS, "synthetic_train_size": 256, "num_workers": 2},  # SIGTERM reaches workers too
     "seeds": [0, 1],
     "slurm": {"profile": "local", "array_parallelism": 1},
 }
@@ -122,6 +133,9 @@ class Session:
         assert out.returncode == 0, out.stdout + out.stderr
         return json.loads(out.stdout)
 
+    def settlers(self, name: str) -> list[str]:
+        return [a["job_id"] for a in read_json(self.sweep_dir(name) / "slurm.json").get("settlers", [])]
+
     def queued(self, arrays: list[str]) -> bool:
         out = subprocess.run(["squeue", "-h", "-r", "-o", "%i", "-j", ",".join(arrays)], capture_output=True,
                              text=True, timeout=30)
@@ -161,9 +175,9 @@ def sacct_states(job_id: str) -> list[str]:
 
 
 def scancel_all(session: Session) -> None:
-    for name in ("main", "limit", "stop", "ddp"):
+    for name in ("main", "limit", "stop", "ddp", "broken"):
         try:
-            ids = session.arrays(name)
+            ids = session.arrays(name) + session.settlers(name)
         except (TypeError, KeyError):
             continue
         subprocess.run(["scancel", *ids], capture_output=True, timeout=30)
@@ -244,6 +258,18 @@ def _drive(s: Session, deadline: float) -> None:
     s.submit(DDP)  # both CPUs: one trial as two DDP processes
     wait_for(lambda: not s.queued(s.arrays("ddp")), deadline, "the two-process trial to finish", poll=2)
 
+    # A task that fails before its trial runner starts (the engine cannot be imported on the compute node).
+    broken_code = s.tmp / "broken-code"
+    for folder in ("convit", "orchestrator", "slurm/profiles"):
+        shutil.copytree(REPO / folder, broken_code / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    engine = broken_code / "convit" / "engine" / "__init__.py"
+    engine.write_text("raise ImportError('simulated: torch is broken on this node')\n" + engine.read_text())
+    s.submit(BROKEN, code=broken_code)
+    wait_for(lambda: not s.queued(s.arrays("broken") + s.settlers("broken")), deadline,
+             "the broken sweep and its settling job to end", poll=1)
+    for name in ("main", "stop", "limit", "ddp"):
+        wait_for(lambda: not s.queued(s.settlers(name)), deadline, f"the settling jobs of '{name}'", poll=1)
+
 
 # ------------------------------------------------------------------------------------------------ checks
 def reference_final(trial: dict[str, Any], tmp: Path) -> dict[str, float]:
@@ -293,7 +319,7 @@ def test_sweep_is_one_array_and_lands_in_mlflow(run: Session):
         assert r.data.tags["slurm_job_id"] == array and r.data.tags["backend"] == "slurm"
         assert epoch_steps(run, r.info.run_id) == [0, 1, 2]  # every epoch exactly once, requeues included
         final = read_json(run.sweep_dir("main") / "trials" / t["id"] / "final.json")["metrics"]
-        assert r.data.metrics["final/val_top1"] == pytest.approx(final["val_top1"])
+        assert r.data.metrics["val_top1"] == pytest.approx(final["val_top1"])
 
 
 def test_tasks_run_the_code_snapshot_not_the_edited_working_tree(run: Session):
@@ -358,7 +384,7 @@ def test_time_limited_trial_is_requeued_and_completes(run: Session):
     assert (trial_dir / "final.json").is_file()
     runs = child_runs(run, "limit")
     assert len(runs) == 1 and runs[trial["id"]].info.status == "FINISHED"
-    assert epoch_steps(run, runs[trial["id"]].info.run_id) == list(range(10))
+    assert epoch_steps(run, runs[trial["id"]].info.run_id) == list(range(LIMIT_EPOCHS))
     status = run.status("limit")[0]
     assert status["state"] == "done" and status["slurm"]["restarts"] >= 1
 
@@ -382,8 +408,36 @@ def test_cancel_checkpoints_running_trials_and_submit_resumes_them(run: Session)
     runs = child_runs(run, "stop")
     assert runs[first["id"]].info.run_id == run.seen["stop_run_after_cancel"]  # the same MLflow run continued
     assert all(r.info.status == "FINISHED" for r in runs.values())
-    assert epoch_steps(run, runs[first["id"]].info.run_id) == [0, 1, 2]
+    assert epoch_steps(run, runs[first["id"]].info.run_id) == list(range(STOP_EPOCHS))
     assert Tracker(default_tracking_uri(run.work)).find_sweep_run("stop", "stop").info.status == "FINISHED"
+
+
+def test_a_task_that_fails_outside_its_runner_gets_a_failed_run_and_the_sweep_closes(run: Session):
+    trial = run.trials("broken")[0]
+    (settler,) = run.settlers("broken")
+    assert sacct_states(settler) == ["COMPLETED"]
+    assert sacct_states(run.job_of("broken", trial["id"])) == ["FAILED"]
+    status = run.status("broken")[0]
+    assert status["state"] == "failed" and "simulated: torch is broken" in status["detail"]
+    recorded = read_json(run.sweep_dir("broken") / "trials" / trial["id"] / "status.json")
+    assert recorded["state"] == "failed" and "outside the trial runner" in recorded["error"]
+    assert "ImportError: simulated" in recorded["error"]
+    runs = child_runs(run, "broken")
+    assert set(runs) == {trial["id"]} and runs[trial["id"]].info.status == "FAILED"
+    assert "ImportError: simulated" in runs[trial["id"]].data.tags["failure_reason"]
+    assert Tracker(default_tracking_uri(run.work)).find_sweep_run("broken", "broken").info.status == "FAILED"
+
+
+def test_settling_jobs_ran_after_each_array_and_changed_no_recorded_end(run: Session):
+    for name in ("main", "stop", "limit", "ddp"):
+        assert run.settlers(name), name
+        for job in run.settlers(name):
+            assert sacct_states(job) == ["COMPLETED"], (name, job)
+    tracker = Tracker(default_tracking_uri(run.work))
+    assert tracker.find_sweep_run("main", "main").info.status == "FAILED"
+    for name in ("stop", "limit", "ddp"):
+        assert tracker.find_sweep_run(name, name).info.status == "FINISHED", name
+        assert all(r.info.status == "FINISHED" for r in child_runs(run, name).values()), name
 
 
 def test_a_multi_task_trial_trains_with_ddp_and_only_rank_0_logs(run: Session):

@@ -266,8 +266,14 @@ class LocalBackend(Backend):
 
 
 def _signal(pid: int, sig: int) -> None:
+    """Signal a trial's whole process group (the runner leads its own session: its DataLoader workers get the
+    signal as they would from a container runtime or SLURM, and ignore it, leaving the stop to the runner; a
+    SIGKILL leaves no orphaned worker); a process that leads no group, the scheduler, is signalled alone."""
     try:
-        os.kill(pid, sig)
+        if os.getpgid(pid) == pid and pid != os.getpgrp():
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
     except ProcessLookupError:
         pass
 

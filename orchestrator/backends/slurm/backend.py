@@ -24,7 +24,6 @@ from typing import Any
 import cloudpickle
 import submitit
 from rich.console import Console
-from submitit.core.utils import JobPaths
 from submitit.slurm.slurm import _make_sbatch_string
 
 from convit.records import read_json
@@ -32,8 +31,10 @@ from orchestrator.backends.base import Backend
 from orchestrator.backends.slurm.cluster import (TaskState, check_account, check_memory, check_time_limit,
                                                  live_arrays, require_cluster, scancel, task_states)
 from orchestrator.backends.slurm.job import TASK_FILE, SlurmTrial
+from orchestrator.backends.slurm.settle import FAILED_STATES, SETTLE_TIMEOUT_MIN, ArraySettler
 from orchestrator.backends.slurm.snapshot import snapshot_code
-from orchestrator.backends.slurm.state import SLURM_DIR, array_ids, logs_dir, read_state, record_array
+from orchestrator.backends.slurm.state import (SLURM_DIR, array_ids, logs_dir, read_state, record_array,
+                                               record_settler, stderr_path, stderr_tail)
 from orchestrator.errors import OrchestratorError
 from orchestrator.lifecycle import KILLED, close_if_all_ended, close_sweep
 from orchestrator.sections.slurm import SlurmSection, sbatch_parameters
@@ -42,11 +43,10 @@ from orchestrator.tracking import Tracker
 from orchestrator.trial import Trial
 from orchestrator.workdir import SweepContext, read_trials
 
-STDERR_TAIL_LINES = 20
 CANCEL_WAIT_S = 120.0
 _QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "SUSPENDED", "PREEMPTED"}
 _RUNNING = {"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT", "RESIZING", "STOPPED"}
-_FAILED = {"FAILED", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
+_FAILED = FAILED_STATES
 
 
 @dataclass
@@ -92,6 +92,21 @@ def executor_parameters(sweep: SweepContext, opts: SlurmSection, snapshot: Path 
     extra = sbatch_parameters(opts.additional_parameters)
     if extra:
         params["slurm_additional_parameters"] = extra
+    return params
+
+
+def settler_parameters(sweep: SweepContext, opts: SlurmSection, snapshot: Path | str, array: str) -> dict[str, Any]:
+    """One CPU for a few minutes, where the array ran (partition, account, qos, the user's extra sbatch lines),
+    started by SLURM once every task of ``array`` has ended, whatever their state."""
+    params: dict[str, Any] = {
+        "name": f"convit-{sweep.name}-settle", "timeout_min": SETTLE_TIMEOUT_MIN, "nodes": 1, "tasks_per_node": 1,
+        "cpus_per_task": 1, "slurm_setup": _setup_lines(opts, snapshot),
+        "slurm_additional_parameters": {**sbatch_parameters(opts.additional_parameters),
+                                        "dependency": f"afterany:{array}"},
+    }
+    for key in ("partition", "account", "qos"):
+        if getattr(opts, key) is not None:
+            params[f"slurm_{key}"] = getattr(opts, key)
     return params
 
 
@@ -151,6 +166,23 @@ class SlurmBackend(Backend):
         self.console.print(f"submitted {len(todo)} trial(s) as SLURM job array {array} "
                            f"(at most {min(len(todo), opts.array_parallelism)} at once, {opts.timeout_min} min "
                            f"per job, up to {opts.max_requeues} time-limit requeues); logs: {logs_dir(sweep)}")
+        self._submit_settler(sweep, opts, snapshot, array)
+
+    def _submit_settler(self, sweep: SweepContext, opts: SlurmSection, snapshot: Path, array: str) -> None:
+        """The job that records the end of trials whose task ended outside the trial runner and closes the
+        parent run, once the whole array has ended (:mod:`.settle`). Its refusal does not undo the array."""
+        executor = submitit.AutoExecutor(folder=logs_dir(sweep), cluster="slurm", slurm_max_num_timeout=0,
+                                         slurm_python=python_command())
+        params = settler_parameters(sweep, opts, snapshot, array)
+        executor.update_parameters(**params)
+        try:
+            job = executor.submit(ArraySettler(str(sweep.workdir), sweep.name, array))
+        except Exception as exc:  # noqa: BLE001 - the array runs; only the end of unrecorded failures is at stake
+            self.console.print(f"warning: SLURM refused the job that settles array {array} after it ends "
+                               f"({' '.join(str(exc).split())[:300]}); a task that fails outside its trial runner "
+                               "is then shown by `convit-sweep status` but not recorded in MLflow", markup=False)
+            return
+        record_settler(sweep, job.job_id, array)
 
     def plan(self, sweep: SweepContext, trials: list[Trial]) -> SlurmPlan:
         """A dry run of ``submit``: the batch script and the pickled callables, nothing written or submitted.
@@ -206,14 +238,14 @@ class SlurmBackend(Backend):
         status.ref = task.job_id
         info: dict[str, Any] = {"job_id": task.job_id, "state": task.state, "reason": task.reason,
                                 "exit_code": task.exit_code, "restarts": restarts,
-                                "stderr": str(self.stderr_path(sweep, task.job_id))}
+                                "stderr": str(stderr_path(sweep, task.job_id))}
         where = f"job {task.job_id} {task.state}" + (f" ({task.reason})" if task.reason else "")
         where += f" · {restarts} restart{'s' if restarts != 1 else ''}" if restarts else ""
         if status.state == "done":
             status.detail = where
         elif status.state == "failed" or task.state in _FAILED:
             reason = status.detail or f"SLURM {task.state} (exit code {task.exit_code or '?'})"
-            tail = self.stderr_tail(sweep, task.job_id)
+            tail = stderr_tail(sweep, task.job_id)
             info["stderr_tail"] = tail
             status.state = "failed"
             status.detail = f"{reason} · {where}" + (f"\nstderr ({info['stderr']}):\n{tail}" if tail else "")
@@ -237,22 +269,6 @@ class SlurmBackend(Backend):
         else:
             status.detail = f"{status.detail} · {where}" if status.detail else where
         status.slurm = info  # type: ignore[attr-defined]  # extra, shown by `status --json`
-
-    def stderr_path(self, sweep: SweepContext, job_id: str) -> Path:
-        return JobPaths(logs_dir(sweep), job_id=job_id, task_id=0).stderr
-
-    def stderr_tail(self, sweep: SweepContext, job_id: str, lines: int = STDERR_TAIL_LINES) -> str:
-        """The end of the task's stderr, starting at its last traceback when there is one (header kept, middle
-        frames elided) so the exception and the frames nearest to it fit in ``lines``."""
-        try:
-            text = self.stderr_path(sweep, job_id).read_text(errors="replace")
-        except OSError:
-            return ""
-        kept = [line for line in text.splitlines() if line.strip()]
-        heads = [i for i, line in enumerate(kept) if line.startswith("Traceback (most recent call last)")]
-        if heads and len(kept) - heads[-1] > lines:
-            return "\n".join([kept[heads[-1]], "  ...", *kept[-(lines - 2):]])
-        return "\n".join(kept[heads[-1]:] if heads else kept[-lines:])
 
     # ---------------------------------------------------------------------------------------------- cancel
     def cancel(self, sweep: SweepContext) -> None:
