@@ -108,4 +108,8 @@ def _run(ctx: SweepContext, backend: Backend, tracker: Tracker, result: SubmitRe
     result.statuses = backend.status(ctx)
     if backend.blocking and not result.busy:
         close_sweep(ctx, tracker, sweep_outcome(result.statuses))
+        if result.submitted or result.caught_up:
+            from orchestrator.compare import report_sweep  # heavy: matplotlib, only once trials have run
+
+            report_sweep(ctx)
     return result

@@ -17,6 +17,7 @@ It needs no torch: one CPU for a few seconds, in the same partition/account as t
 """
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ STOPPED_STATES = {"CANCELLED", "TIMEOUT", "PREEMPTED", "COMPLETED"}
 #: What the trial runner writes when it records an end itself.
 RECORDED = {"done", "failed", "interrupted"}
 SETTLE_TIMEOUT_MIN = 10
+REPORT_TIMEOUT_S = 300
 LAUNCHER_LINES = ("srun:", "slurmstepd:")  # SLURM's own lines after the task's error: not the cause
 
 
@@ -84,7 +86,20 @@ def settle_array(ctx: SweepContext, array: str) -> dict[str, str]:
     others = [a for a in array_ids(ctx) if a != array]
     if ctx.parent_run_id and not live_arrays(others):
         close_sweep(ctx, Tracker(ctx.tracking_uri), sweep_outcome(_statuses(ctx, trials)))
+        report_sweep(ctx)
     return settled
+
+
+def report_sweep(ctx: SweepContext) -> int:
+    """The sweep's summary into its parent run: ``convit-sweep compare`` in a child process (the backends sit
+    below compare in the data flow and never import it); its output goes to this job's log."""
+    cmd = [sys.executable, "-P", "-m", "orchestrator.cli", "compare", ctx.name, "--workdir", str(ctx.workdir),
+           "--out", str(ctx.sweep_dir / "compare")]
+    try:
+        return subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr, timeout=REPORT_TIMEOUT_S).returncode
+    except subprocess.TimeoutExpired:
+        print(f"convit-slurm: the sweep's summary took over {REPORT_TIMEOUT_S} s; left out", file=sys.stderr)
+        return -1
 
 
 def _statuses(ctx: SweepContext, trials: list[Trial]) -> list[TrialStatus]:
