@@ -96,16 +96,24 @@ def _column(kind: str, name: str) -> str:
 
 def view_state(sweep_id: str, parent_run_id: str | None, axes: Iterable[str],
                metrics: Iterable[str] = HEADLINE_METRICS) -> dict[str, Any]:
-    """The experiment page as a sweep wants it: its runs only, newest sweep run expanded, the axes and the
-    headline metrics as columns, the Dataset column kept, ordered by start time."""
+    """The experiment page as a sweep wants it: the sweep's trial runs, flat (their parent, the sweep's run with
+    the summary, is filtered out, so no collapsed row hides them), the axes and the headline metrics as columns,
+    the Dataset column kept, ordered by start time."""
+    axes = list(axes)
+    grouped = [a for a in axes if a.rsplit(".", 1)[-1] != "seed"]
     columns = [_column("params", a) for a in axes] + [_column("metrics", m) for m in metrics]
     return {
-        "searchFilter": f"tags.sweep_id = '{sweep_id}'",
+        "searchFilter": f"tags.sweep_id = '{sweep_id}' and tags.kind = 'trial'",
         "orderByKey": "attributes.start_time", "orderByAsc": True, "startTime": "ALL", "lifecycleFilter": "Active",
         "datasetsFilter": [], "modelVersionFilter": "All Runs",
         "selectedColumns": [_column("attributes", "Dataset"), *columns],
         "runsExpanded": {parent_run_id: True} if parent_run_id else {},
+        "columnOrder": columns,
         "runsHiddenMode": "SHOW_ALL", "hideEmptyCharts": True,
+        # Shared views cannot expand a parent row (MLflow leaves runsExpanded out of them), so the trials are
+        # grouped by the swept axes other than the seed: one row per group with the seeds' average, expandable.
+        "groupBy": {"aggregateFunction": "average",
+                    "groupByKeys": [{"mode": "param", "groupByData": a} for a in grouped]} if grouped else None,
     }
 
 
@@ -119,11 +127,13 @@ def view_tag(sweep_id: str, parent_run_id: str | None, axes: Iterable[str]) -> t
 
 
 def view_url(server: str, experiment_id: str, sweep_id: str) -> str:
-    return f"{server.rstrip('/')}/#/experiments/{experiment_id}?viewStateShareKey={view_key(sweep_id)}"
+    """The sweep's trials in the runs table (model-training view, the saved view's columns)."""
+    return (f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+            f"&viewStateShareKey={view_key(sweep_id)}")
 
 
 def run_url(server: str, experiment_id: str, run_id: str) -> str:
-    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
 
 
 def sweep_note(sweep_id: str, description: str, axes: Iterable[str], n_trials: int) -> str:

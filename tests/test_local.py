@@ -114,7 +114,7 @@ def test_sweep_lands_in_mlflow_and_resubmission_runs_nothing(tmp_path: Path):
     experiment = tracker.client.get_experiment_by_name("e2e")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     view = json.loads(experiment.tags["mlflow.sharedViewState.sweep-e2e"])
-    assert view["runsExpanded"] == {parent.info.run_id: True} and view["searchFilter"] == "tags.sweep_id = 'e2e'"
+    assert view["searchFilter"] == "tags.sweep_id = 'e2e' and tags.kind = 'trial'"
     assert {"params.`model`", "params.`seed`", "metrics.`test_top1`"} <= set(view["selectedColumns"])
     # the sweep's end wrote the answer into the parent run: the summary table, per-group metrics, a table artifact
     parent = tracker.client.get_run(parent.info.run_id)
