@@ -11,12 +11,13 @@ export CONVIT_DATA_ROOT
 
 setup: $(STAMP)
 
-# torch/torchvision are pinned to the only builds that install on this platform (x86_64, CPU and CUDA wheels).
-$(STAMP): pyproject.toml
+# pyproject.toml declares compatible ranges; constraints.txt pins the exact tested set (torch 2.14.1 and
+# torchvision 0.29.1 are the only builds that install on this platform). torch first, then the rest.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -c constraints.txt torch torchvision
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 ## demo: the quickstart sweep on the local backend with the embedded MLflow store, then the comparison.

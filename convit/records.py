@@ -9,6 +9,8 @@ Torch-free, so a process that only inspects trial folders never imports torch.
                              run starts from), each with a ``.json`` record: its SHA-256, size, position and
                              config hash (written by convit.engine.checkpoint, checked before it is loaded)
     out_dir/final.json       {metrics, subset, config_hash}, written last: the trial is finished
+    out_dir/progress.json    where training is inside the current epoch ({epoch, epochs, step, steps, loss,
+                             updated}), rewritten at most once a second: live views move within an epoch
     out_dir/owner.lock       an OS lock (flock) held by the one process that trains the trial now, with its pid,
                              host and start time: a second runner is refused, and the kernel frees the lock
                              when the owner dies however it dies
@@ -25,6 +27,7 @@ import errno
 import fcntl
 import hashlib
 import json
+import math
 import os
 import re
 import secrets
@@ -74,6 +77,7 @@ METRICS_FILE = "metrics.jsonl"
 FINAL_FILE = "final.json"
 CHECKPOINTS_DIR = "checkpoints"
 OWNER_FILE = "owner.lock"
+PROGRESS_FILE = "progress.json"
 
 
 class ConfigMismatch(ValueError):
@@ -269,6 +273,23 @@ def rewrite_metrics(out_dir: Path, rows: list[dict[str, Any]]) -> None:
 
 
 # ------------------------------------------------------------------------------------------- reading
+def write_progress(out_dir: Path, epoch: int, epochs: int, step: int, steps: int, loss: float) -> None:
+    """The position inside the running epoch (best effort: a live view's hint, never a record to resume from)."""
+    with contextlib.suppress(OSError):
+        write_json(Path(out_dir) / PROGRESS_FILE, {"epoch": epoch, "epochs": epochs, "step": step, "steps": steps,
+                                                   "loss": loss if math.isfinite(loss) else None,
+                                                   "updated": time.time()})
+
+
+def read_progress(out_dir: Path) -> dict[str, Any]:
+    """progress.json, or {} (not started, or written by an older engine)."""
+    try:
+        data = json.loads((Path(out_dir) / PROGRESS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def read_json(path: Path, default: Any = None) -> Any:
     """The parsed file, or ``default`` when it is missing or unreadable."""
     try:

@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from .config import ConfigError, TrialConfig, load_config
 from .presets import PRESETS
@@ -34,9 +34,9 @@ Exit codes: 0 done, 1 trial failed (e.g. non-finite loss), 2 bad input (nothing 
 See docs/training.md for every key."""
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str = "python -m convit.train") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m convit.train", description="Train one ConViT/DeiT trial (resumable).",
+        prog=prog, description="Train one ConViT/DeiT trial (resumable).",
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config", metavar="CONFIG", help="YAML file or preset name")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (dotted keys)")
@@ -75,24 +75,36 @@ def _out_problem(out: str) -> str | None:
 
 
 def _install_signal_handlers(control) -> None:
+    """SIGTERM, SIGUSR2 and the first Ctrl-C (SIGINT): an exact checkpoint at the next optimizer step, then
+    stop (exit 3). A second Ctrl-C stops at once; the run resumes from the last checkpoint written."""
     def handler(signum, frame):  # noqa: ARG001 - signal API
+        if signum == signal.SIGINT and control.stop_requested:
+            raise KeyboardInterrupt
+        if signum == signal.SIGINT:
+            print("\nCtrl-C: saving a checkpoint at the next optimizer step, then stopping (Ctrl-C again to stop "
+                  "now)", file=sys.stderr, flush=True)
         control.request_checkpoint(stop=True)
 
-    for sig in (signal.SIGTERM, signal.SIGUSR2):
+    for sig in (signal.SIGTERM, signal.SIGUSR2, signal.SIGINT):
         try:
             signal.signal(sig, handler)
         except ValueError:  # not the main thread: the caller owns signal handling
             return
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point shared by ``python -m convit.train`` and ``convit-sweep train``; returns the exit code."""
+def main(argv: Sequence[str] | None = None, prog: str = "python -m convit.train",
+         reporter: Callable[[TrialConfig, Path], Any] | None = None) -> int:
+    """Entry point shared by ``python -m convit.train`` and ``convit-sweep train``; returns the exit code.
+
+    ``reporter(config, out_dir)``, when given, makes the engine's Reporter for the run (``convit-sweep train``
+    logs to MLflow through it; the engine itself knows nothing of MLflow) and may return an object with
+    ``end(status)`` and ``finish(final)`` to close the tracking run."""
     from .data import DataError  # heavy: torch, see _validate
     from .engine import (ConfigMismatch, TrialBusy, TrialControl, TrialFailed,  # heavy: torch
                          TrialInterrupted, run_trial)
 
     try:
-        args = _parser().parse_intermixed_args(argv)
+        args = _parser(prog).parse_intermixed_args(argv)
     except SystemExit as exc:  # argparse already printed usage or help
         return int(exc.code or 0)
     problem = _out_problem(args.out)
@@ -109,16 +121,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps({"config": cfg.to_dict(), "config_hash": cfg.config_hash(),
                           "resolved": cfg.resolve().to_dict()}, indent=2))
         return EXIT_OK
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("convit").setLevel(logging.INFO)  # the epoch lines (with the ETA) and the resume position
     control = TrialControl()
     _install_signal_handlers(control)
+    tracking = reporter(cfg, args.out) if reporter is not None else None
     try:
-        final = run_trial(cfg, args.out, control=control)
+        final = run_trial(cfg, args.out, reporter=tracking, control=control)
     except TrialFailed as err:
+        _end(tracking, "FAILED")
         print(f"trial failed: {err.reason}", file=sys.stderr)
         return EXIT_FAILED
-    except TrialInterrupted as err:
-        print(f"interrupted: {err}", file=sys.stderr)
+    except (TrialInterrupted, KeyboardInterrupt) as err:
+        _end(tracking, "KILLED")
+        how = "stopped before a checkpoint" if isinstance(err, KeyboardInterrupt) else f"interrupted: {err}"
+        print(f"{how}; run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (TrialBusy, ConfigMismatch, CheckpointsUnusable) as err:  # found once the trial looked at DIR
         print(f"error: {err}", file=sys.stderr)
@@ -131,8 +148,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             "run again to resume"
         print(f"error: {where}", file=sys.stderr)
         return EXIT_FAILED
-    print(json.dumps(final, indent=2, sort_keys=True))
+    if tracking is not None and hasattr(tracking, "finish"):
+        tracking.finish(final)
+    print(summary_line(final, args.out))
     return EXIT_OK
+
+
+def summary_line(final: dict[str, float], out: Path) -> str:
+    """The result in one line (every number is in final.json)."""
+    shown = [f"{k} {final[k]:.2f} %" for k in ("test_top1", "val_top1", "best_val_top1") if k in final]
+    if "train_loss" in final:
+        shown.append(f"train_loss {final['train_loss']:.4f}")
+    return f"done: {' · '.join(shown)} ({int(final.get('optimizer_steps', 0))} optimizer steps); all metrics in " \
+           f"{out / FINAL_FILE}"
+
+
+def _end(tracking: Any, status: str) -> None:
+    if tracking is not None and hasattr(tracking, "end"):
+        tracking.end(status)
 
 
 if __name__ == "__main__":

@@ -7,12 +7,14 @@ submitted or logged); 3 is a single trial process interrupted after a checkpoint
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
+import os
 import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import yaml
 from rich.console import Console
@@ -20,26 +22,39 @@ from rich.markup import escape
 from rich.table import Table
 
 from convit.exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
-from convit.records import is_finished
-from convit.train import main as train_main
 from orchestrator.backends import BACKENDS, get_backend
 from orchestrator.backends.base import Backend
-from orchestrator.errors import BackendUnavailable, OrchestratorError
+from orchestrator.completion import script as completion_script
+from orchestrator.errors import BackendUnavailable, OrchestratorError, SpecError, SpecIssue
 from orchestrator.keys import leaf_name
+from orchestrator.listing import STATES, ago, folder_state, sweep_rows
 from orchestrator.preflight import check_trials_data
 from orchestrator.process_env import fail_fast_on_outages
 from orchestrator.spec import SweepSpec, load_sweep
-from orchestrator.spec.model import MAX_TRIALS, NAME_PATTERN
+from orchestrator.spec.marks import COMMAND_LINE
+from orchestrator.spec.model import MAX_TRIALS, NAME_PATTERN, SECTIONS
 from orchestrator.status import TrialStatus
 from orchestrator.trial import Trial
-from orchestrator.workdir import WORKDIR_ENV, SweepContext, resolve_workdir, sweep_dir
+from orchestrator.tracking_uri import check_tracking_uri, default_tracking_uri, sweep_tracking_uri
+from orchestrator.workdir import WORKDIR_ENV, SweepContext, git_commit, read_trials, resolve_workdir, sweep_dir
 
 if TYPE_CHECKING:
     from orchestrator.submit import SubmitResult
 
+
+class _Console(Console):
+    """rich's console, whose closed pipe reaches main() (exit 141, quietly) instead of rich's SystemExit(1)."""
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError(errno.EPIPE, "the reader of the output went away")
+
+
 # Output going to a file or a pipe keeps whole lines (rich would wrap at 80 columns there).
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+console = _Console(width=None if sys.stdout.isatty() else 160)
+err_console = _Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+#: The trial states (orchestrator.status.TrialStateName), one colour each, in every table.
+STATE_COLORS = {"done": "green", "failed": "red", "running": "cyan", "interrupted": "yellow", "pending": "dim"}
+EXIT_CLOSED_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a command whose reader went away (`| head`)
 
 _EPILOG = f"""The working folder defaults to ./runs (or ${WORKDIR_ENV}): runs/mlflow.db is the embedded MLflow
 store, runs/sweeps/<name>/ holds each sweep and its trials. See docs/sweeps.md for the sweep file format."""
@@ -50,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="convit-sweep", description="Run ConViT/DeiT sweeps from YAML on a local machine, Ray or SLURM, "
         "tracked in MLflow.", epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action=_Version, help="print the version (and of torch, timm, mlflow, ray) "
+                        "and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("submit", help="run a sweep file (only its unfinished trials)",
@@ -58,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="examples:\n  convit-sweep submit sweeps/quickstart.yaml\n"
                        "  convit-sweep submit sweeps/data_fraction.yaml --dry-run seeds=[0] epochs=2\n"
                        "  convit-sweep submit sweeps/gating_init.yaml grid.model_kwargs.local_up_to_layer=[0,3] "
-                       "local.max_parallel=2",
+                       "local.max_parallel=2\n"
+                       "  convit-sweep submit sweeps/quickstart.yaml --show-config 1   # trial #1's config as YAML",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("file", type=Path, help="the sweep YAML file")
     p.add_argument("overrides", nargs="*", metavar="key=value",
@@ -67,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=sorted(BACKENDS), default="local", help="where trials run (default: local)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the trials and what would be submitted; write nothing, log nothing")
+    p.add_argument("--show-config", metavar="TRIAL",
+                   help="print one trial's fully resolved config as YAML (TRIAL: its index in the --dry-run "
+                   "listing, its id or its name) and exit; nothing is checked against the data, written or logged")
     p.add_argument("--max-trials", type=int, default=MAX_TRIALS, metavar="N",
                    help=f"refuse a sweep of more than N trials (default {MAX_TRIALS:,}: a typo must not "
                    "exhaust the machine)")
@@ -74,9 +95,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="state of each trial of a sweep",
                        description="Show each trial's state (pending, running, done, failed, interrupted), its "
-                       "epoch and last metrics, read from the working folder and the backend.")
+                       "swept values, epoch and last metrics, read from the working folder and the backend.")
     p.add_argument("sweep", help="sweep name (or its YAML file)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--json", action="store_true", help="machine-readable output (the table's rows)")
+    _common(p)
+
+    p = sub.add_parser("list", help="the sweeps of the working folder, with their trials' states",
+                       description="One row per sweep of the working folder: backend, how many trials are done, "
+                       "running, failed, interrupted or pending, and the last activity (the newest file of the "
+                       "sweep). Read from the folders alone, in a fraction of a second; `status SWEEP` adds what "
+                       "the backend knows.")
+    p.add_argument("--json", action="store_true", help="machine-readable output (the table's rows)")
     _common(p)
 
     p = sub.add_parser("cancel", help="stop a sweep's running trials (they checkpoint first)",
@@ -100,9 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", help="MLflow experiment (default: the one the sweep was submitted to)")
     _common(p, tracking=True)
 
-    p = sub.add_parser("train", help="train one config (the engine's CLI: convit.train)", add_help=False,
-                       description="Train one trial config; all arguments go to `python -m convit.train` "
-                       "(try: convit-sweep train --help).")
+    p = sub.add_parser("train", help="train one config, logged to MLflow (experiment 'train')", add_help=False,
+                       description="Train one trial config (the engine's arguments; try: convit-sweep train "
+                       "--help), logged to the experiment 'train' of the working folder's MLflow store.")
     p.add_argument("args", nargs=argparse.REMAINDER, help="CONFIG.yaml [key=value ...] --out DIR")
 
     p = sub.add_parser("server", help="serve the MLflow UI and API over the working folder's store",
@@ -113,7 +142,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=5000, help="port (default 5000)")
     p.add_argument("--backend-store-uri", help="default: sqlite:///<workdir>/mlflow.db")
     p.add_argument("--workdir", type=Path, help=f"working folder (default ./runs or ${WORKDIR_ENV})")
+
+    p = sub.add_parser("completion", help="print a shell completion script (bash or zsh)",
+                       description="Print a completion script for COMMAND names, options, sweep files and the "
+                       "sweep names of the working folder.",
+                       epilog='install:\n  bash: eval "$(convit-sweep completion bash)"   # in ~/.bashrc\n'
+                       '  zsh:  eval "$(convit-sweep completion zsh)"    # in ~/.zshrc, after compinit',
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("shell", choices=("bash", "zsh"), help="the shell")
     return parser
+
+
+class _Version(argparse.Action):
+    """``--version``: this package's version and its main dependencies', read from the installed metadata
+    (importing torch or mlflow to ask them would take seconds)."""
+
+    def __init__(self, option_strings: list[str], dest: str, help: str | None = None) -> None:  # noqa: A002
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        print(version_text())
+        parser.exit()
+
+
+def version_text() -> str:
+    from importlib.metadata import PackageNotFoundError, version  # heavy: email, zipfile, csv; --version only
+
+    def of(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    deps = [f"{name} {v}" for name in ("torch", "torchvision", "timm", "mlflow", "ray", "submitit")
+            if (v := of(name))]
+    return (f"convit-sweep {of('convit-sweep') or 'unknown (not installed)'} ({', '.join(deps)}; "
+            f"Python {sys.version.split()[0]})")
 
 
 def _common(p: argparse.ArgumentParser, tracking: bool = False) -> None:
@@ -125,18 +190,26 @@ def _common(p: argparse.ArgumentParser, tracking: bool = False) -> None:
 
 # ------------------------------------------------------------------------------------------------ commands
 def cmd_submit(args: argparse.Namespace) -> int:
-    from orchestrator.submit import make_context, submit_sweep, tracking_uri_for  # heavy: mlflow
-    from orchestrator.tracking import check_tracking_uri, default_tracking_uri  # heavy: mlflow
-
-    spec, trials = load_sweep(args.file, args.overrides, max_trials=args.max_trials)
-    plans: dict[str, Any] = {}
-    if not (args.backend == "ray" and spec.ray.address):  # a remote Ray cluster has its own filesystem
-        plans = check_trials_data(trials, spec)
+    """A dry run and --show-config never import mlflow (orchestrator.tracking_uri decides where a sweep logs)."""
+    with _hydra_hints(args.overrides):
+        spec, trials = load_sweep(args.file, args.overrides, max_trials=args.max_trials)
+        if args.show_config is not None:
+            return _show_config(spec, trials, args.show_config)
+        plans: dict[str, Any] = {}
+        if not (args.backend == "ray" and spec.ray.address):  # a remote Ray cluster has its own filesystem
+            plans = check_trials_data(trials, spec)
     workdir = resolve_workdir(args.workdir)
-    uri = tracking_uri_for(spec, workdir, args.tracking_uri)
+    uri = sweep_tracking_uri(workdir, spec.name, args.tracking_uri, spec.tracking.uri)
     if uri != default_tracking_uri(workdir):  # the embedded store is created where it belongs
         check_tracking_uri(uri)
-    ctx = make_context(spec, workdir, args.backend, uri)
+    if args.dry_run:  # orchestrator.submit.make_context's record, without importing mlflow
+        ctx = SweepContext(name=spec.name, workdir=workdir, tracking_uri=uri,
+                           experiment=spec.tracking.experiment or spec.name, backend=args.backend,
+                           git_commit=git_commit(), axes=spec.axis_keys(), options=getattr(spec, args.backend))
+    else:
+        from orchestrator.submit import make_context  # heavy: mlflow (orchestrator.lifecycle, tracking)
+
+        ctx = make_context(spec, workdir, args.backend, uri)
     try:
         backend = get_backend(args.backend)
     except BackendUnavailable as exc:
@@ -149,10 +222,87 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.dry_run:
         _print_dry_run(spec, trials, ctx, plans)
         return EXIT_OK
+    from orchestrator.submit import submit_sweep  # heavy: mlflow
+
     console.print(f"sweep [bold]{spec.name}[/]: {len(trials)} trial(s) on the {args.backend} backend; "
                   f"tracking {uri} (experiment '{ctx.experiment}')")
     result = submit_sweep(spec, trials, backend, ctx)
     return _report(args, ctx, backend, result)
+
+
+def hydra_hint(text: str) -> str | None:
+    """The fix for a Hydra-style multirun override (``lr=1e-3,1e-4``), None for anything else: here a list of
+    values to sweep is an axis, ``grid.lr=[1e-3,1e-4]``."""
+    key, sep, raw = text.partition("=")
+    key, raw = key.strip(), raw.strip()
+    if not sep or not key or "," not in raw or raw[:1] in "[{'\"":
+        return None
+    parts = [part.strip() for part in raw.split(",")]
+    if not all(parts):
+        return None
+    values = f"[{','.join(parts)}]"
+    head = key.partition(".")[0]
+    if head in ("grid", "random", "zip") or key == "seeds":
+        return f"{text} is Hydra's multirun syntax; here a list is written in brackets: {key}={values}"
+    if head in SECTIONS and head != "base":
+        return (f"{text}: {key} takes one value (a comma list is Hydra's multirun syntax); give one, e.g. "
+                f"{key}={parts[0]}")
+    name = key.removeprefix("base.")
+    return (f"{text} is Hydra's multirun syntax; to sweep {name}, make it an axis: grid.{name}={values} "
+            "(quote it in zsh)")
+
+
+@contextlib.contextmanager
+def _hydra_hints(overrides: Sequence[str]) -> Iterator[None]:
+    """Around loading a sweep: a problem caused by a Hydra-style override (``lr=1e-3,1e-4``, which reads as the
+    string '1e-3,1e-4') is reported as its fix (``grid.lr=[1e-3,1e-4]``), one line when it is the only problem.
+    Only overrides the sweep rejects get the hint: a comma in a value that is valid (a path) is left alone."""
+    hints: dict[str, str] = {}
+    for text in overrides:
+        hint = hydra_hint(text)
+        if hint:
+            key = text.partition("=")[0].strip().removeprefix("base.")
+            hints[key] = hints[f"base.{key}"] = hint
+    try:
+        yield
+    except SpecError as exc:
+        issues = [SpecIssue(i.file, i.line, i.key, hints[i.key]) if i.file == COMMAND_LINE and i.key in hints
+                  else i for i in exc.issues]
+        hinted = [i for i in issues if i.file == COMMAND_LINE and i.key in hints]
+        if not hinted:
+            raise
+        if len(issues) == len(hinted):
+            raise OrchestratorError("; ".join(dict.fromkeys(i.message for i in hinted))) from None
+        raise SpecError(issues) from None
+
+
+def pick_trial(trials: list[Trial], which: str, sweep: str) -> tuple[int, Trial]:
+    """A trial by its index in the --dry-run listing, its id (or a unique prefix of it) or its name."""
+    which = which.strip()
+    for i, trial in enumerate(trials):
+        if which in (trial.id, trial.name):
+            return i, trial
+    if which.isdigit() and int(which) < len(trials):
+        return int(which), trials[int(which)]
+    matches = [(i, t) for i, t in enumerate(trials) if len(which) >= 4 and t.id.startswith(which)]
+    if len(matches) == 1:
+        return matches[0]
+    first = trials[0]
+    raise OrchestratorError(f"no trial '{which[:100]}' in sweep {sweep} ({len(trials)} trial(s)); give its index "
+                            f"0-{len(trials) - 1}, its id (e.g. {first.id}) or its name (e.g. {first.name}): "
+                            "--dry-run lists them")
+
+
+def _show_config(spec: SweepSpec, trials: list[Trial], which: str) -> int:
+    """The trial's whole config as YAML (a file `convit-sweep train` accepts), derived values as comments."""
+    index, trial = pick_trial(trials, which, spec.name)
+    config = trial.config
+    derived = ", ".join(f"{k}={_fmt(v)}" for k, v in config.resolve().to_dict().items())
+    axes = ", ".join(f"{k}={_fmt(v)}" for k, v in trial.axes.items()) or "none"
+    print(f"# sweep {spec.name}, trial #{index} of {len(trials)}: {trial.id} ({trial.name})\n"
+          f"# swept values: {axes}\n# derived on 1 process: {derived}\n# config hash: {config.config_hash()}")
+    print(yaml.safe_dump(config.to_dict(), sort_keys=False, default_flow_style=None, width=120), end="")
+    return EXIT_OK
 
 
 def _report(args: argparse.Namespace, ctx: SweepContext, backend: Backend, result: "SubmitResult") -> int:
@@ -168,7 +318,7 @@ def _report(args: argparse.Namespace, ctx: SweepContext, backend: Backend, resul
     if not result.submitted:
         console.print("nothing to run: every trial has finished" if not result.busy else
                       "nothing else to run: the other trials have finished or run elsewhere")
-    _print_status(ctx.name, result.statuses)
+    _print_status(ctx.name, result.statuses, ctx.axes, _axis_values(ctx))
     uri = ctx.tracking_uri
     ui = (f"   ·   MLflow UI: convit-sweep server{_workdir_flag(args.workdir)}" if uri.startswith("sqlite")
           else f"   ·   MLflow UI: {uri}")
@@ -196,19 +346,25 @@ def _print_dry_run(spec: SweepSpec, trials: list[Trial], ctx: SweepContext, plan
     leaves = [leaf_name(k) for k in axes]
     for key, leaf in zip(axes, leaves):
         table.add_column(leaf if leaves.count(leaf) == 1 else key)
-    done = {t.id for t in trials if is_finished(ctx.trial_dir(t.id))}
+    states = {t.id: folder_state(ctx.trial_dir(t.id))[0] for t in trials}  # the vocabulary of `status`
+    done = {t.id for t in trials if states[t.id] == "done"}
     budget_columns = ("train images", "epochs", "steps", "images seen", "warm-up steps")
     for name in budget_columns if plans else ():
         table.add_column(name, justify="right")
     table.add_column("state")
+    table.add_column("submit would")
+    actions = {"done": "skip", "running": "leave alone"}  # pending, interrupted (resumed), failed (rerun): run
     for i, trial in enumerate(trials):
         budget = _budget_cells(plans.get(trial.id)) if plans else []
+        state = states[trial.id]
         table.add_row(str(i), trial.id, *(_fmt(trial.axes.get(k)) for k in axes), *budget,
-                      "finished" if trial.id in done else "to run")
+                      f"[{STATE_COLORS[state]}]{state}[/]", actions.get(state, "to run"))
     console.print(table)
     options = ", ".join(f"{k}={v}" for k, v in ctx.options.model_dump().items())
-    console.print(f"would submit {len(trials) - len(done)} trial(s) ({len(done)} already finished) to the "
-                  f"[bold]{ctx.backend}[/] backend ({options})")
+    running = sum(1 for state in states.values() if state == "running")
+    busy = f", {running} running: left alone" if running else ""
+    console.print(f"would submit {len(trials) - len(done) - running} trial(s) ({len(done)} already finished{busy}) "
+                  f"to the [bold]{ctx.backend}[/] backend ({options})")
     console.print(f"working folder: {ctx.sweep_dir}\ntracking: {ctx.tracking_uri} (experiment '{ctx.experiment}')")
     console.print("dry run: nothing was written or logged")
 
@@ -269,41 +425,115 @@ def _backend_for(ctx: SweepContext, **kwargs: Any) -> Backend:
 def cmd_status(args: argparse.Namespace) -> int:
     ctx = _load_context(args)
     statuses = _backend_for(ctx).status(ctx)
+    axes = _axis_values(ctx)
     if args.json:
-        print(json.dumps([s.__dict__ for s in statuses], indent=2, default=str))
+        print(json.dumps([_status_row(s, ctx.axes, axes.get(s.trial_id, {})) for s in statuses], indent=2,
+                         default=str))
     else:
-        _print_status(ctx.name, statuses)
+        _print_status(ctx.name, statuses, ctx.axes, axes)
     return EXIT_OK
 
 
-def _print_status(name: str, statuses: list[TrialStatus]) -> None:
+def _axis_values(ctx: SweepContext) -> dict[str, dict[str, Any]]:
+    """Trial id -> its swept values, from trials.json."""
+    return {t.id: t.axes for t in read_trials(ctx)}
+
+
+def _status_row(s: TrialStatus, axis_keys: list[str], axes: dict[str, Any]) -> dict[str, Any]:
+    """One trial as `status --json` gives it: the table's columns (axes, state, epochs done of planned, val top-1,
+    detail) by name, then the rest of what the backend reported."""
+    return {"trial_id": s.trial_id, "name": s.name, "axes": {k: axes.get(k) for k in axis_keys}, "state": s.state,
+            "epochs_done": _epochs_done(s), "epochs": s.epochs, "val_top1": _val_top1(s), "detail": s.detail,
+            "epoch": s.epoch, "metrics": s.metrics, "ref": s.ref}
+
+
+def _epochs_done(s: TrialStatus) -> int | None:
+    return None if s.epoch is None else int(s.epoch) + 1  # metrics.jsonl numbers epochs from 0
+
+
+def _val_top1(s: TrialStatus) -> float | None:
+    return next((s.metrics[k] for k in ("val/top1", "val_top1", "top1") if k in s.metrics), None)
+
+
+def _axis_columns(table: Table, axis_keys: list[str]) -> None:
+    """A column per swept axis, named by its last part unless two axes share it (as the dry run names them)."""
+    leaves = [leaf_name(k) for k in axis_keys]
+    for key, leaf in zip(axis_keys, leaves):
+        table.add_column(escape(leaf if leaves.count(leaf) == 1 else key))
+
+
+def _print_status(name: str, statuses: list[TrialStatus], axis_keys: Sequence[str] = (),
+                  axes: dict[str, dict[str, Any]] | None = None) -> None:
     table = Table(title=f"sweep {name}")
-    for col in ("trial id", "name", "state", "epochs", "val top-1", "detail"):
+    table.add_column("trial id")
+    axis_keys, axes = list(axis_keys), axes or {}
+    if axis_keys:
+        _axis_columns(table, axis_keys)
+    else:
+        table.add_column("name")
+    for col in ("state", "epochs", "val top-1", "detail"):
         table.add_column(col)
-    colors = {"done": "green", "failed": "red", "running": "cyan", "interrupted": "yellow", "pending": "dim"}
     for s in statuses:
-        done = None if s.epoch is None else int(s.epoch) + 1  # epochs are numbered from 0
+        done = _epochs_done(s)
         epoch = "" if done is None else f"{done}/{s.epochs}" if s.epochs else str(done)
-        top1 = next((s.metrics[k] for k in ("val/top1", "val_top1", "top1") if k in s.metrics), None)
-        table.add_row(s.trial_id, escape(s.name), f"[{colors.get(s.state, 'white')}]{s.state}[/]", epoch,
+        top1 = _val_top1(s)
+        values = axes.get(s.trial_id, {})
+        who = [escape(_fmt(values.get(k))) for k in axis_keys] if axis_keys else [escape(s.name)]
+        table.add_row(s.trial_id, *who, f"[{STATE_COLORS.get(s.state, 'white')}]{s.state}[/]", epoch,
                       "" if top1 is None else f"{top1:.2f}", escape((s.detail.splitlines() or [""])[0][:80]))
     console.print(table)
     for s in statuses:  # the table cuts details short; a failure's whole reason (and stderr tail) is below it
         if s.state == "failed" and (len(s.detail) > 80 or "\n" in s.detail):
             console.print(f"[red]{s.trial_id} ({escape(s.name)}) failed:[/]\n{escape(s.detail)}", highlight=False)
-    counts: dict[str, int] = {}
-    for s in statuses:
-        counts[s.state] = counts.get(s.state, 0) + 1
-    console.print(" · ".join(f"{n} {state}" for state, n in sorted(counts.items())) or "no trials")
+    console.print(_counts(statuses))
+
+
+def _counts(statuses: list[TrialStatus]) -> str:
+    """'2 done · 1 failed': how many trials are in each state, in the order of STATES."""
+    counts = {state: sum(1 for s in statuses if s.state == state) for state in STATES}
+    return " · ".join(f"{n} {state}" for state, n in counts.items() if n) or "no trials"
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
+    """The backend's cancel runs whatever the trials' states (it also stops a scheduler between trials, or tasks
+    still queued); the message says what there was to stop."""
     ctx = _load_context(args)
     backend = _backend_for(ctx)
-    running = [s for s in backend.status(ctx) if s.state == "running"]
+    statuses = backend.status(ctx)
+    running = [s for s in statuses if s.state == "running"]
+    queued = [s for s in statuses if s.state == "pending" and ("queued" in s.detail or "waiting" in s.detail)]
     backend.cancel(ctx)
-    console.print(f"cancelled sweep {ctx.name}: {len(running)} running trial(s) stopped; "
+    if not running and not queued:
+        console.print(f"nothing to stop: no trial of sweep {ctx.name} is running or queued ({_counts(statuses)})")
+        return EXIT_OK
+    left = f", {len(queued)} queued trial(s) will not start" if queued else ""
+    console.print(f"cancelled sweep {ctx.name}: {len(running)} running trial(s) stopped{left}; "
                   f"`convit-sweep submit` of the same file resumes them")
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    workdir = resolve_workdir(args.workdir)
+    rows = sweep_rows(workdir)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in rows], indent=2))
+        return EXIT_OK
+    if not rows:
+        console.print(f"no sweep in {workdir}: `convit-sweep submit FILE` runs one (or pass --workdir)",
+                      highlight=False)
+        return EXIT_OK
+    table = Table(title=f"sweeps in {escape(str(workdir))}")
+    for col in ("sweep", "backend", "trials", *STATES, "last activity"):
+        table.add_column(col, justify="right" if col in STATES or col == "trials" else "left")
+    for r in rows:
+        counts = [f"[{STATE_COLORS[state]}]{r.counts[state]}[/]" if r.counts[state] else "0" for state in STATES]
+        table.add_row(escape(r.name), r.backend, str(r.trials), *counts, ago(r.last_activity) or escape(r.problem))
+    console.print(table)
+    return EXIT_OK
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    print(completion_script(args.shell, build_parser()), end="")
     return EXIT_OK
 
 
@@ -328,7 +558,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    return int(train_main(list(args.args)) or 0)
+    from orchestrator.train_door import train  # heavy: mlflow (the engine's torch comes later)
+
+    return int(train(list(args.args)) or 0)
 
 
 def cmd_server(args: argparse.Namespace) -> int:
@@ -349,7 +581,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"submit": cmd_submit, "status": cmd_status, "cancel": cmd_cancel, "compare": cmd_compare,
-            "train": cmd_train, "server": cmd_server, "resume": cmd_resume}
+            "train": cmd_train, "server": cmd_server, "resume": cmd_resume, "list": cmd_list,
+            "completion": cmd_completion}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -364,7 +597,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a reader that went away is found here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        return _closed_pipe()
     except OrchestratorError as exc:
         err_console.print("[red]error:[/]", escape(str(exc)), highlight=False, soft_wrap=True)
         return EXIT_USAGE
@@ -377,6 +614,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         err_console.print("[red]error:[/] no space left on device", escape(_reason(exc)),
                           "- free space there, then submit again (finished work is kept)", highlight=False)
         return EXIT_FAILED
+
+
+def _closed_pipe() -> int:
+    """stdout's reader went away (`convit-sweep status X --json | head -1`): stop quietly, as `cat` does. What
+    is still buffered would fail again at exit, so stdout is pointed at /dev/null first."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return EXIT_CLOSED_PIPE
 
 
 def _disk_full(exc: BaseException | None) -> bool:

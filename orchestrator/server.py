@@ -7,6 +7,7 @@ whole server), never by name.
 """
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -22,7 +23,6 @@ from rich.markup import escape
 
 from convit.exitcodes import EXIT_FAILED, EXIT_OK
 from orchestrator.errors import OrchestratorError
-from orchestrator.tracking import ARTIFACTS_DIR, default_tracking_uri
 
 
 @dataclass
@@ -55,17 +55,47 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def check_port(host: str, port: int) -> None:
+    """Refuse, in milliseconds and with the fix, a port something already listens on (another MLflow server
+    would even answer our health check while ours dies on the bind). SO_REUSEADDR as uvicorn binds: a port
+    left in TIME_WAIT by a server that just stopped is free."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise OrchestratorError(f"cannot bind the MLflow server to '{host}' ({exc.strerror}); pass --host "
+                                "127.0.0.1 or an address of this machine") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except PermissionError:
+            raise OrchestratorError(f"port {port} on {host} needs privileges to bind; pass --port 5000 or another "
+                                    "port above 1023") from None
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise OrchestratorError(f"port {port} on {host} is in use; pass --port (e.g. --port {port + 1}), or "
+                                        "stop what listens there") from None
+            raise OrchestratorError(f"cannot bind the MLflow server to {host}:{port} ({exc.strerror or exc}); "
+                                    "pass another --host or --port") from None
+
+
 def start_server(workdir: Path, host: str = "127.0.0.1", port: int = 5000, backend_store_uri: str | None = None,
                  ready_timeout_s: float = 90.0) -> ServerHandle:
-    """Start the server and return once /health answers; raises OrchestratorError with its log if it cannot."""
-    workdir.mkdir(parents=True, exist_ok=True)
+    """Start the server and return once /health answers; raises OrchestratorError with its log if it cannot
+    (a port in use before anything starts)."""
     port = port or free_port(host)
+    check_port(host, port)
+    from orchestrator.tracking import ARTIFACTS_DIR, default_tracking_uri  # heavy: mlflow, after the port check
+
+    workdir.mkdir(parents=True, exist_ok=True)
     store = backend_store_uri or default_tracking_uri(workdir)
     log_path = workdir / "mlflow-server.log"
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store,
            "--artifacts-destination", str(workdir / ARTIFACTS_DIR), "--serve-artifacts",
            "--host", host, "--port", str(port), "--workers", "1"]
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    start = log_path.stat().st_size if log_path.exists() else 0  # this start's lines only, in messages
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
                                 cwd=workdir)
@@ -73,14 +103,17 @@ def start_server(workdir: Path, host: str = "127.0.0.1", port: int = 5000, backe
     deadline = time.time() + ready_timeout_s
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise OrchestratorError(f"mlflow server exited with code {proc.returncode} (is port {port} in use? "
-                                    f"try --port):\n{_tail(log_path)}")
-        if _healthy(handle.uri):
+            tail = _tail(log_path, start=start)
+            if "address already in use" in tail.lower():  # taken between check_port and the server's bind
+                raise OrchestratorError(f"port {port} on {host} is in use; pass --port (e.g. --port {port + 1})")
+            raise OrchestratorError(f"mlflow server exited with code {proc.returncode}; the end of its log "
+                                    f"({log_path}):\n{tail}")
+        if _healthy(handle.uri) and proc.poll() is None:
             return handle
         time.sleep(0.5)
     handle.stop()
     raise OrchestratorError(f"mlflow server did not answer on {handle.uri} within {ready_timeout_s:.0f} s:\n"
-                            f"{_tail(log_path)}")
+                            f"{_tail(log_path, start=start)}")
 
 
 def _healthy(uri: str) -> bool:
@@ -91,9 +124,11 @@ def _healthy(uri: str) -> bool:
         return False
 
 
-def _tail(path: Path, lines: int = 15) -> str:
+def _tail(path: Path, lines: int = 15, start: int = 0) -> str:
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            return "\n".join(fh.read().decode(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
 

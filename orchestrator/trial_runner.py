@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import signal
 import sys
 import time
@@ -145,6 +146,16 @@ def record_end_outside_runner(trial: Trial, ctx: SweepContext, state: Literal["f
     return True
 
 
+def log_to_stderr() -> None:
+    """The engine's lines (an epoch's summary with its ETA, a resume's position) into the trial's log, with time
+    stamps; other libraries keep their own levels."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    engine = logging.getLogger("convit")
+    engine.addHandler(handler)
+    engine.setLevel(logging.INFO)
+
+
 def _warn(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -173,6 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"no {TRIAL_FILE} in {args.trial_dir}", file=sys.stderr)
         return EXIT_USAGE
     ctx = SweepContext.for_trial_dir(args.trial_dir.resolve())
+    log_to_stderr()
     control = TrialControl()
     _install_stop_handlers(control)
     apply_thread_budget()

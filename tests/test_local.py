@@ -211,7 +211,7 @@ def test_served_sweep_records_a_failed_trial_and_reruns_only_it(tmp_path: Path):
         work = tmp_path / "runs"
         spec = tmp_path / "served.yaml"
         # 48 images: 40 left after the validation split, 2 steps, so the second step sees the diverged weights
-        spec.write_text(SMOKE.format(name="served", epochs=1, train=48, models="[deit_tiny]")
+        spec.write_text(SMOKE.format(name="served", epochs=1, train=48, models="[deit_tiny]", workers=0)
                         .replace("grid:\n", "grid:\n  lr: [1.0e-3, 1.0e+30]\n")  # the second diverges: NaN loss
                         .replace("base:\n", "base:\n  warmup_epochs: 0\n"))
         result = cli("submit", str(spec), "--workdir", str(work), "--tracking-uri", server.uri)

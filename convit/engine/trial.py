@@ -214,7 +214,8 @@ class _Trial:
         rng.restore(state["rng"][self.ctx.rank % len(state["rng"])])
         if self.ctx.is_main:
             records.rewrite_metrics(self.out_dir, self.metrics)
-            log.info("resumed %s at epoch %d step %d", self.out_dir, self.epoch, self.step)
+            log.info("resumed from epoch %d, step %d (of %d epochs; %s)", self.epoch + 1, self.step,
+                     self.plan.epochs, self.out_dir)
 
     # ------------------------------------------------------------------------------ the loop
     def run(self) -> dict[str, float]:
@@ -283,6 +284,7 @@ class _Trial:
         ckpt = self._save() if due else None
         if self.ctx.is_main:
             records.append_metrics(self.out_dir, row)
+            log.info("%s", _epoch_line(row, self.plan.epochs, self.metrics))
             if self.reporter is not None:
                 self.reporter.report(epoch, row, ckpt)
 
@@ -301,7 +303,8 @@ class _Trial:
         self.sampler.set_epoch(self.epoch, self.step, stop)
         t_start = time.perf_counter()
         base_time = self.partial["train_time"]
-        with _progress(self.ctx.is_main, self.epoch, stop, self.step) as advance:
+        with _progress(self.out_dir if self.ctx.is_main else None, self.epoch, self.plan.epochs, stop,
+                       self.step) as advance:
             for x, y in self.train_loader:
                 loss = self._train_step(x, y)
                 self.step += 1
@@ -406,18 +409,59 @@ class _Trial:
         return {k: float(v) for k, v in found.items()}
 
 
+def _epoch_line(row: dict[str, Any], epochs: int, rows: list[dict[str, Any]]) -> str:
+    """``epoch 3/10 · train_loss 1.234 · val_top1 41.20 % · 12.3 s · ETA 1m26s`` (ETA: the mean epoch time of
+    this run so far times the epochs left)."""
+    done = int(row["epoch"]) + 1
+    parts = [f"epoch {done}/{epochs}", f"train_loss {row['train_loss']:.4f}"]
+    for key in ("val_top1", "test_top1"):
+        if key in row:
+            parts.append(f"{key} {row[key]:.2f} %")
+    times = [r["epoch_time_s"] for r in rows if math.isfinite(r.get("epoch_time_s", math.nan))]
+    parts.append(f"{row['epoch_time_s']:.1f} s")
+    if times and done < epochs:
+        left = int(round(sum(times) / len(times) * (epochs - done)))
+        parts.append(f"ETA {left // 3600}h{left % 3600 // 60:02d}m" if left >= 3600 else
+                     f"ETA {left // 60}m{left % 60:02d}s")
+    return " · ".join(parts)
+
+
 def _due(epoch: int, every: int, last: bool) -> bool:
     """Whether a periodic task (every N epochs; 0 = only at the end) runs after ``epoch``."""
     return last or (every > 0 and (epoch + 1) % every == 0)
 
 
+PROGRESS_EVERY_S = 1.0  # progress.json is rewritten at most this often
+
+
 @contextlib.contextmanager
-def _progress(enabled: bool, epoch: int, total: int, done: int):
-    """A rich progress bar for the epoch when stdout is a terminal; a no-op otherwise."""
-    if not (enabled and sys.stdout.isatty()):
+def _progress(out_dir: Path | None, epoch: int, epochs: int, total: int, done: int):
+    """Where training is inside the epoch, for whoever watches: ``progress.json`` in the trial folder (at most
+    once a second; the local backend's live bars read it) and, when stdout is a terminal, a rich progress bar.
+    Main rank only (``out_dir`` None elsewhere). Yields ``advance(loss)``, called after every optimizer step."""
+    if out_dir is None:
         yield lambda loss: None
         return
-    with Progress(TextColumn(f"epoch {epoch}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  TextColumn("loss {task.fields[loss]:.4f}"), transient=True) as bar:
+    state = {"step": done, "loss_sum": 0.0, "n": 0, "written": 0.0}
+
+    def publish(loss: float) -> None:
+        state["step"] += 1
+        state["loss_sum"] += loss
+        state["n"] += 1
+        now = time.monotonic()
+        if now - state["written"] >= PROGRESS_EVERY_S or state["step"] >= total:
+            state["written"] = now
+            records.write_progress(out_dir, epoch, epochs, int(state["step"]), total,
+                                   state["loss_sum"] / max(1, state["n"]))
+
+    if not sys.stdout.isatty():
+        yield publish
+        return
+    with Progress(TextColumn(f"epoch {epoch + 1}/{epochs}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), TextColumn("loss {task.fields[loss]:.4f}"), transient=True) as bar:
         task = bar.add_task("train", total=total, completed=done, loss=float("nan"))
-        yield lambda loss: bar.update(task, advance=1, loss=loss)
+
+        def advance(loss: float) -> None:
+            publish(loss)
+            bar.update(task, advance=1, loss=loss)
+        yield advance

@@ -9,7 +9,9 @@ the scheduler, which forwards it to its trials: each writes an exact checkpoint 
 """
 from __future__ import annotations
 
+import math
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -25,7 +27,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from convit.exitcodes import EXIT_INTERRUPTED, EXIT_OK
-from convit.records import process_start, read_json, read_metrics, trial_owner, write_json
+from convit.records import (CHECKPOINTS_DIR, list_checkpoints, process_start, read_json, read_metrics, read_progress,
+                            trial_owner, write_json)
 from orchestrator.backends.base import Backend
 from orchestrator.errors import OrchestratorError
 from orchestrator.preflight import planned_epochs
@@ -104,14 +107,15 @@ class LocalBackend(Backend):
         counts = {"done": 0, "failed": 0, "interrupted": 0}
         try:
             with self._progress() as progress:
-                overall = progress.add_task(self._summary(sweep, counts, running, queue), total=len(trials))
+                overall = progress.add_task(self._summary(sweep, counts, running, queue), total=len(trials),
+                                            info="")
                 try:
                     while (queue or running) and not self._stop_requested:
                         while queue and len(running) < slots and len(gpu_pool) >= opts.gpus_per_trial:
                             self._start(sweep, queue.popleft(), opts, gpu_pool, running, progress)
                         self._reap(sweep, running, gpu_pool, counts, progress)
                         self._refresh(sweep, running, progress)
-                        progress.update(overall, completed=sum(counts.values()),
+                        progress.update(overall, completed=counts["done"] + counts["failed"],
                                         description=self._summary(sweep, counts, running, queue))
                         time.sleep(self.poll_s)
                 except KeyboardInterrupt:
@@ -121,7 +125,7 @@ class LocalBackend(Backend):
                                            "first (Ctrl-C again to kill them now)")
                     self._stop_all(running, opts.stop_grace_s)
                     self._reap(sweep, running, gpu_pool, counts, progress)
-                progress.update(overall, completed=sum(counts.values()),
+                progress.update(overall, completed=counts["done"] + counts["failed"],
                                 description=self._summary(sweep, counts, running, queue))
         finally:
             if previous is not None:
@@ -162,10 +166,13 @@ class LocalBackend(Backend):
         proc = subprocess.Popen([sys.executable, "-m", "orchestrator.trial_runner", str(trial_dir)],
                                 stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         entry = _Running(trial, proc, gpus, log)
-        entry.task = progress.add_task(f"  {escape(trial.name)}", total=planned_epochs(trial),
-                                       completed=len(read_metrics(trial_dir)))
+        completed, info = live_position(trial_dir)
+        entry.task = progress.add_task(f"  {escape(trial.name)}", total=planned_epochs(trial), completed=completed,
+                                       info=info)
         running[trial.id] = entry
-        progress.console.print(f"started  {trial.id}  {escape(trial.name)}  (pid {proc.pid})")
+        resumed = resume_position(trial_dir)
+        progress.console.print(f"started  {trial.id}  {escape(trial.name)}  (pid {proc.pid}"
+                               f"{'; ' + resumed if resumed else ''})")
 
     def _reap(self, sweep: SweepContext, running: dict[str, _Running], gpu_pool: list[str], counts: dict[str, int],
               progress: Progress) -> None:
@@ -201,7 +208,8 @@ class LocalBackend(Backend):
     def _refresh(self, sweep: SweepContext, running: dict[str, _Running], progress: Progress) -> None:
         for entry in running.values():
             if entry.task is not None:
-                progress.update(entry.task, completed=len(read_metrics(sweep.trial_dir(entry.trial.id))))
+                completed, info = live_position(sweep.trial_dir(entry.trial.id))
+                progress.update(entry.task, completed=completed, info=info)
 
     def _stop_all(self, running: dict[str, _Running], grace_s: float) -> None:
         for entry in running.values():
@@ -221,8 +229,9 @@ class LocalBackend(Backend):
         self._stop_requested = True
 
     def _progress(self) -> Progress:
+        """One bar for the sweep (trials ended), one per running trial (epochs, moving within an epoch)."""
         return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        console=self.console, transient=False)
+                        TextColumn("{task.fields[info]}"), console=self.console, transient=False)
 
     @staticmethod
     def _summary(sweep: SweepContext, counts: dict[str, int], running: dict[str, Any], queue: deque[Trial]) -> str:
@@ -263,6 +272,40 @@ class LocalBackend(Backend):
         for pid in targets:
             if pid_alive(pid):
                 _signal(pid, signal.SIGKILL)
+
+
+def live_position(trial_dir: Path) -> tuple[float, str]:
+    """(epochs done, fractional within the running epoch; "loss … · top-1 … · ETA …") from the trial's folder:
+    metrics.jsonl for the finished epochs, progress.json for the running one."""
+    rows = read_metrics(trial_dir)
+    done = len(rows)
+    now = read_progress(trial_dir)
+    fraction = 0.0
+    if now.get("epoch") == done and now.get("steps"):
+        fraction = min(1.0, float(now.get("step", 0)) / float(now["steps"]))
+    parts = []
+    if now.get("loss") is not None and now.get("epoch") == done:
+        parts.append(f"loss {now['loss']:.3f}")
+    elif rows:
+        parts.append(f"loss {rows[-1].get('train_loss', math.nan):.3f}")
+    top1 = next((r[k] for r in reversed(rows) for k in ("val_top1", "test_top1") if k in r), None)
+    if top1 is not None:
+        parts.append(f"top-1 {top1:.1f} %")
+    times = [r["epoch_time_s"] for r in rows if isinstance(r.get("epoch_time_s"), (int, float))]
+    epochs = now.get("epochs")
+    if times and epochs:
+        left = max(0.0, (epochs - done - fraction) * sum(times) / len(times))
+        parts.append(f"ETA {int(left // 60)}m{int(left % 60):02d}s")
+    return done + fraction, " · ".join(parts)
+
+
+def resume_position(trial_dir: Path) -> str:
+    """"resumes from epoch N, step K" when the trial has a checkpoint to resume from, else ""."""
+    saved = list_checkpoints(trial_dir / CHECKPOINTS_DIR)
+    if not saved:
+        return ""
+    match = re.match(r"ckpt-(\d+)-(\d+)", saved[-1].name)
+    return f"resumes from epoch {int(match[1]) + 1}, step {int(match[2])}" if match else "resumes from a checkpoint"
 
 
 def _signal(pid: int, sig: int) -> None:

@@ -1,0 +1,53 @@
+"""Where a sweep logs, decided without importing mlflow (about 2 s): what ``submit --dry-run`` and
+``--show-config`` need. The same rules as :mod:`orchestrator.tracking` (``default_tracking_uri``,
+``resolve_tracking_uri``, ``check_tracking_uri``) and :func:`orchestrator.submit.tracking_uri_for`;
+tests/test_cli_door.py checks that both give the same answers. Only a URI scheme that needs MLflow's own store
+registry to judge (neither http(s) nor sqlite) is handed to ``orchestrator.tracking``.
+"""
+from __future__ import annotations
+
+import os
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+from orchestrator.errors import OrchestratorError
+from orchestrator.workdir import recorded_tracking_uri
+
+DB_NAME = "mlflow.db"  # orchestrator.tracking.DB_NAME
+
+
+def default_tracking_uri(workdir: Path) -> str:
+    """The embedded store: a sqlite file inside the working folder, no server."""
+    return f"sqlite:///{(workdir / DB_NAME).resolve()}"
+
+
+def sweep_tracking_uri(workdir: Path, name: str, cli_uri: str | None, spec_uri: str | None) -> str:
+    """--tracking-uri, the file's tracking.uri, the URI this sweep was first submitted with, $MLFLOW_TRACKING_URI,
+    then the embedded store (orchestrator.submit.tracking_uri_for)."""
+    return (cli_uri or spec_uri or recorded_tracking_uri(workdir, name) or os.environ.get("MLFLOW_TRACKING_URI")
+            or default_tracking_uri(workdir))
+
+
+def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
+    """orchestrator.tracking.check_tracking_uri: one line saying what is wrong with a URI that cannot work."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("http", "https"):
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as answer:
+                if answer.status == 200:
+                    return
+                reason = f"HTTP {answer.status}"
+        except (OSError, ValueError) as exc:
+            reason = str(getattr(exc, "reason", exc))
+        raise OrchestratorError(f"no MLflow server answers at {uri} ({reason}); start one (convit-sweep server) or "
+                                "fix --tracking-uri / tracking.uri")
+    if parsed.scheme == "sqlite":
+        db = Path(uri.removeprefix("sqlite:///")).resolve()
+        if not db.parent.is_dir():
+            raise OrchestratorError(f"tracking URI {uri}: the folder {db.parent} does not exist; create it or "
+                                    "choose another --tracking-uri")
+        return
+    from orchestrator.tracking import check_tracking_uri as check_with_mlflow  # heavy: mlflow, rare schemes only
+
+    check_with_mlflow(uri, timeout_s)
