@@ -319,10 +319,8 @@ def _report(args: argparse.Namespace, ctx: SweepContext, backend: Backend, resul
         console.print("nothing to run: every trial has finished" if not result.busy else
                       "nothing else to run: the other trials have finished or run elsewhere")
     _print_status(ctx.name, result.statuses, ctx.axes, _axis_values(ctx))
-    uri = ctx.tracking_uri
-    ui = (f"   ·   MLflow UI: convit-sweep server{_workdir_flag(args.workdir)}" if uri.startswith("sqlite")
-          else f"   ·   MLflow UI: {uri}")
-    console.print(f"results: convit-sweep compare {ctx.name}{_workdir_flag(args.workdir)}{ui}", highlight=False)
+    console.print(f"results: convit-sweep compare {ctx.name}{_workdir_flag(args.workdir)}", highlight=False)
+    _print_links(ctx.tracking_uri, ctx.experiment, ctx.parent_run_id, ctx.name, args.workdir)
     if not backend.blocking:
         return EXIT_OK
     if result.unfinished:
@@ -332,6 +330,20 @@ def _report(args: argparse.Namespace, ctx: SweepContext, backend: Backend, resul
                           f"{ctx.name}`; submitting again reruns or resumes them")
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _print_links(uri: str, experiment: str, parent_run_id: str | None, sweep: str, workdir: Path | None) -> None:
+    """Where the sweep is in MLflow's UI (orchestrator.mlflow_views.where_to_look); silent if tracking is down."""
+    from orchestrator.mlflow_views import where_to_look
+    from orchestrator.tracking import Tracker  # heavy: mlflow (loaded already by whoever calls this)
+
+    try:
+        experiment_id = Tracker(uri).experiment_id(experiment, create=False)
+    except Exception:  # noqa: BLE001 - links are a courtesy; the results are on disk
+        return
+    for line in where_to_look(uri, experiment_id, parent_run_id, sweep,
+                              f"convit-sweep server{_workdir_flag(workdir)}"):
+        console.print(line, highlight=False, soft_wrap=True)
 
 
 def _workdir_flag(workdir: Path | None) -> str:
@@ -552,8 +564,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         uri, experiment = args.tracking_uri, name
     out = args.out or sweep_dir(workdir, name) / "compare"
     check_tracking_uri(args.tracking_uri or uri)
-    compare(name, tracking_uri=args.tracking_uri or uri, experiment=args.experiment or experiment, out_dir=out,
-            console=console)
+    result = compare(name, tracking_uri=args.tracking_uri or uri, experiment=args.experiment or experiment,
+                     out_dir=out, console=console)
+    _print_links(args.tracking_uri or uri, args.experiment or experiment, result.parent_run_id, name, args.workdir)
     return EXIT_OK
 
 

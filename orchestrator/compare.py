@@ -89,6 +89,7 @@ class CompareResult:
     reference: str | None = None  # the contrast axis's reference value (e.g. deit_tiny)
     paired: list[dict[str, Any]] = field(default_factory=list)  # other axes + candidate + Interval
     attention: list[dict[str, Any]] = field(default_factory=list)  # axes + {kind: (initial, final)} means
+    parent_run_id: str | None = None  # the sweep's MLflow run, where the summary was published
     plots: list[Path] = field(default_factory=list)  # the PNGs
     out_dir: Path | None = None
     group_axes: list[str] = field(default_factory=list)  # the table's axis columns (the sweep's axes but seed)
@@ -235,6 +236,7 @@ def compare(sweep: str, *, tracking_uri: str, experiment: str, out_dir: Path,
     tracker.log_files(parent.info.run_id, [*result.plot_files, out_dir / "summary.md", out_dir / "summary.csv"],
                       artifact_path="compare")
     publish(tracker, parent.info.run_id, sweep, result)
+    result.parent_run_id = parent.info.run_id
     console.print(f"plots and tables written to [bold]{out_dir}[/] ({len(result.plots)} figures, PNG and PDF) and "
                   f"logged to the sweep's MLflow run {parent.info.run_id}", highlight=False)
     return result

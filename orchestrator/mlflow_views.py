@@ -143,3 +143,20 @@ def sweep_note(sweep_id: str, description: str, axes: Iterable[str], n_trials: i
     if description:
         text += description.strip() + "\n\n"
     return text + "_Results appear here when the sweep ends, or after `convit-sweep compare " + sweep_id + "`._"
+
+
+DEFAULT_UI = "http://127.0.0.1:5000"  # where `convit-sweep server` listens unless given --port
+
+
+def where_to_look(tracking_uri: str, experiment_id: str | None, parent_run_id: str | None, sweep_id: str,
+                  server_command: str = "convit-sweep server") -> list[str]:
+    """Lines telling the user where the sweep is in MLflow's UI: the links themselves when a tracking server is
+    in use; otherwise the command that serves the embedded store, then the same links on its default port."""
+    remote = tracking_uri.startswith(("http://", "https://"))
+    base = tracking_uri if remote else DEFAULT_UI
+    lines = [] if remote else [f"MLflow UI: start it with `{server_command}`, then open:"]
+    if experiment_id and parent_run_id:
+        lines.append(f"  the sweep's answer (summary, plots): {run_url(base, experiment_id, parent_run_id)}")
+    if experiment_id:
+        lines.append(f"  its trials, grouped by the swept axes: {view_url(base, experiment_id, sweep_id)}")
+    return lines

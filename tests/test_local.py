@@ -76,6 +76,8 @@ def test_sweep_lands_in_mlflow_and_resubmission_runs_nothing(tmp_path: Path):
     spec = sweep_file(tmp_path, "e2e")
     done = cli("submit", str(spec), "--workdir", str(work))
     assert done.returncode == 0, done.stdout + done.stderr
+    assert f"start it with `convit-sweep server --workdir {work}`" in done.stdout  # no server: how to start one
+    assert "viewStateShareKey=sweep-e2e" in done.stdout.replace("\n", "")
 
     tracker = Tracker(default_tracking_uri(work))
     parent = tracker.find_sweep_run("e2e", "e2e")
@@ -217,6 +219,8 @@ def test_served_sweep_records_a_failed_trial_and_reruns_only_it(tmp_path: Path):
         result = cli("submit", str(spec), "--workdir", str(work), "--tracking-uri", server.uri)
         assert result.returncode == 1, result.stdout + result.stderr
         assert "1 trial(s) failed" in result.stderr
+        parent_id = Tracker(server.uri).find_sweep_run("served", "served").info.run_id
+        assert f"{server.uri}/#/experiments/" in result.stdout and parent_id in result.stdout  # where to look
         assert not (work / "mlflow.db").exists()  # everything went to the server
         status = json.loads(cli("status", "served", "--workdir", str(work), "--json").stdout)
         by_state = {s["state"]: s for s in status}
