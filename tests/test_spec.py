@@ -182,6 +182,7 @@ SHIPPED_SIZES = {
     "imagenet_paper": (6, ["grid.model=[convit_tiny,deit_tiny]", "dataset=cifar10", "data_root=null",
                            "batch_size=64", "epochs=1", "amp=fp32", "model_kwargs.img_size=32",
                            "model_kwargs.patch_size=8", "crop_scale=[0.35,1.0]", "crop_pct=1.0", "repeated_aug=1"], 2),
+    "ui_demo": (8, ["grid.model=[deit_tiny]", "seeds=[0]"], 2),
 }
 
 
