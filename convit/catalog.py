@@ -54,3 +54,16 @@ def default_local_layers(depth: int) -> int:
     """GPSA layers when ``depth`` is overridden: all but the last two, keeping both block types where it can
     (depth 2 -> 1 GPSA + 1 MHSA), as the paper's 10 of 12."""
     return min(depth - 1, max(depth - 2, 1)) if isinstance(depth, int) and depth >= 1 else depth
+
+
+#: The paper's names of the model families and sizes (ConViT-Ti, DeiT-S, ConViT-B+).
+FAMILY_NAMES = {"convit": "ConViT", "deit": "DeiT"}
+SIZE_NAMES = {"tiny": "Ti", "small": "S", "base": "B", "tiny_plus": "Ti+", "small_plus": "S+", "base_plus": "B+"}
+
+
+def display_name(value: str) -> str:
+    """'convit_tiny' -> 'ConViT-Ti', 'deit_small' -> 'DeiT-S'; anything else unchanged."""
+    family, _, size = str(value).partition("_")
+    if family in FAMILY_NAMES and size in SIZE_NAMES:
+        return f"{FAMILY_NAMES[family]}-{SIZE_NAMES[size]}"
+    return str(value)

@@ -27,7 +27,7 @@ from matplotlib.ticker import MaxNLocator, NullLocator
 from rich.console import Console
 from rich.table import Table
 
-from convit.catalog import VARIANTS, default_local_layers
+from convit.catalog import VARIANTS, default_local_layers, display_name
 from orchestrator.errors import OrchestratorError
 from orchestrator.keys import leaf_name
 from orchestrator.paired import Interval, paired_difference
@@ -54,19 +54,9 @@ LEGACY_FINAL_PREFIX = "final/"
 #: Where a trial's number of GPSA layers is read from its logged config params, first found wins.
 GPSA_LAYER_PARAMS = ("model_kwargs.local_up_to_layer", "local_up_to_layer")
 CONTRAST_AXES = ("model", "variant")  # the axis whose values are compared pairwise, the first one swept
-MODEL_NAMES = {"convit": "ConViT", "deit": "DeiT"}
-SIZE_NAMES = {"tiny": "Ti", "small": "S", "base": "B", "tiny_plus": "Ti+", "small_plus": "S+", "base_plus": "B+"}
 
 #: The paired-gap column's CSV fields.
 GAP_CSV = "gap_mean,gap_ci_low,gap_ci_high,gap_n"
-
-
-def display_name(value: str) -> str:
-    """'convit_tiny' -> 'ConViT-Ti', 'deit_small' -> 'DeiT-S'; anything else unchanged."""
-    family, _, size = str(value).partition("_")
-    if family in MODEL_NAMES and size in SIZE_NAMES:
-        return f"{MODEL_NAMES[family]}-{SIZE_NAMES[size]}"
-    return str(value)
 
 
 @dataclass

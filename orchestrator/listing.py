@@ -1,21 +1,20 @@
 """``convit-sweep list``: the sweeps of a working folder, read from their folders alone (sweep.json, trials.json,
 each trial folder), in milliseconds: no backend, no MLflow, no torch.
 
-A trial's state here is :func:`orchestrator.status.trial_status`'s (same vocabulary, same derivation from the
-trial folder), without the training plan that ``status`` also computes (its epochs need the engine's data
-check, which imports torch). ``status`` adds what only the backend knows (a queued SLURM task, a Ray trial
-stopped early by ASHA); ``list`` knows the latter from the marker the Ray driver writes.
+A trial's state here is :func:`orchestrator.status.state_from_folder`'s, the derivation ``status`` uses too (same
+vocabulary, from the trial folder alone), without the epoch plan and metrics ``status`` adds. ``status`` also
+adds what only the backend knows (a queued SLURM task, a Ray trial stopped early by ASHA); ``list`` knows the
+latter from the marker the Ray driver writes.
 """
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from convit.records import (CHECKPOINTS_DIR, FINAL_FILE, METRICS_FILE, OWNER_FILE, is_finished, pid_alive, read_json,
-                            trial_owner)
+from convit.records import CHECKPOINTS_DIR, FINAL_FILE, METRICS_FILE, is_finished, read_json
+from orchestrator.status import state_from_folder
 from orchestrator.workdir import STATUS_FILE, SWEEP_FILE, TRIALS_FILE, list_sweeps, sweep_dir
 
 #: The trial states, in the order tables show them (orchestrator.status.TrialStateName).
@@ -39,26 +38,12 @@ def ray_early_stops(folder: Path) -> set[str]:
 
 
 def folder_state(trial_dir: Path, stopped_early: bool = False) -> tuple[str, str]:
-    """(state, detail) of a trial from its folder alone: trial_status's derivation, without the epoch plan,
-    plus the Ray backend's "stopped early by its scheduler = done"."""
-    if is_finished(trial_dir):
-        return "done", ""
-    if stopped_early or (trial_dir / RAY_STOPPED_FILE).is_file():
+    """(state, detail) of a trial from its folder alone: status.state_from_folder, plus the Ray backend's
+    "stopped early by its scheduler = done"."""
+    if (stopped_early or (trial_dir / RAY_STOPPED_FILE).is_file()) and not is_finished(trial_dir):
         return "done", "stopped early by the scheduler"
-    info = read_json(trial_dir / STATUS_FILE, {}) or {}
-    if trial_owner(trial_dir) is not None:
-        return "running", ""
-    state = info.get("state")
-    if state == "running":
-        same_host = info.get("host") == socket.gethostname()
-        if (trial_dir / OWNER_FILE).exists() or (same_host and not pid_alive(info.get("pid"))):
-            return "interrupted", "process ended without a final state"
-        return "running", ""
-    if state in ("failed", "interrupted"):
-        return state, str(info.get("error", ""))
-    if state == "done":  # the runner finished but the engine wrote no final.json
-        return "interrupted", ""
-    return "pending", ""
+    state, detail, _ = state_from_folder(trial_dir)
+    return state, detail
 
 
 @dataclass

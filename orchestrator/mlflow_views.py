@@ -81,10 +81,21 @@ def _short_value(key: str, value: Any) -> str:
     return f"{label}={text}"
 
 
+def _name_order(key: str) -> int:
+    """The model (or variant) first, the seed last, the other axes in the sweep's order between them."""
+    leaf = key.rsplit(".", 1)[-1]
+    return 0 if leaf in ("model", "variant") else (2 if leaf == "seed" else 1)
+
+
+def short_label(axes: Mapping[str, Any]) -> str:
+    """``f=2% · α=0.1``: axis values as in run names, for tables and headlines."""
+    return " · ".join(_short_value(k, axes[k]) for k in sorted(axes, key=_name_order))
+
+
 def run_name(axes: Mapping[str, Any], fallback: str) -> str:
     """A child run's name: the swept axes' values, shortest form, in the sweep's order, seed last
     (``convit_tiny · f=2% · s0``); ``fallback`` (the sweep's name) when nothing is swept."""
-    keys = sorted(axes, key=lambda k: k.rsplit(".", 1)[-1] == "seed")
+    keys = sorted(axes, key=_name_order)
     parts = [_short_value(k, axes[k]) for k in keys]
     return " · ".join(parts) if parts else fallback
 

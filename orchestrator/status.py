@@ -59,33 +59,35 @@ def read_status(trial_dir: Path) -> dict[str, Any]:
     return read_json(trial_dir / STATUS_FILE, {}) or {}
 
 
-def trial_status(trial: Trial, trial_dir: Path) -> TrialStatus:
-    """Derive a trial's state from its folder alone: final.json = done, else what the runner last wrote."""
-    rows = read_metrics(trial_dir)
-    last = rows[-1] if rows else {}
-    status = TrialStatus(trial.id, trial.name, "pending", last.get("epoch"), planned_epochs(trial),
-                         {k: v for k, v in last.items() if isinstance(v, (int, float)) and k != "epoch"})
+def state_from_folder(trial_dir: Path) -> tuple[TrialStateName, str, str | None]:
+    """(state, detail, ref) of a trial from its folder alone: final.json = done, a held ownership lock = running,
+    else what the runner last wrote (a "running" whose process is gone = interrupted). ``ref`` is the pid."""
     if is_finished(trial_dir):
-        status.state = "done"
-        return status
+        return "done", "", None
     info = read_status(trial_dir)
-    state = info.get("state")
-    status.ref = str(info["pid"]) if info.get("pid") else None
+    ref = str(info["pid"]) if info.get("pid") else None
     owner = trial_owner(trial_dir)
     if owner is not None:
-        status.state = "running"
-        status.ref = str(owner.get("pid") or status.ref or "")
-        return status
+        return "running", "", str(owner.get("pid") or ref or "")
+    state = info.get("state")
     if state == "running":
         same_host = info.get("host") == socket.gethostname()
         locked_before = (trial_dir / OWNER_FILE).exists()  # its owner held the lock; nobody holds it now
         if locked_before or (same_host and not pid_alive(info.get("pid"))):
-            status.state, status.detail = "interrupted", "process ended without a final state"
-        else:
-            status.state = "running"
-    elif state in ("failed", "interrupted"):
-        status.state = state
-        status.detail = str(info.get("error", ""))
-    elif state == "done":  # the runner finished but the engine wrote no final.json: treat as not finished
-        status.state = "interrupted"
-    return status
+            return "interrupted", "process ended without a final state", ref
+        return "running", "", ref
+    if state in ("failed", "interrupted"):
+        return state, str(info.get("error", "")), ref
+    if state == "done":  # the runner finished but the engine wrote no final.json: treat as not finished
+        return "interrupted", "", ref
+    return "pending", "", ref
+
+
+def trial_status(trial: Trial, trial_dir: Path) -> TrialStatus:
+    """Derive a trial's state from its folder alone (:func:`state_from_folder`), with its last epoch's metrics
+    and its planned epochs (the plan its config.json records, else the torch-free data check)."""
+    rows = read_metrics(trial_dir)
+    last = rows[-1] if rows else {}
+    state, detail, ref = state_from_folder(trial_dir)
+    return TrialStatus(trial.id, trial.name, state, last.get("epoch"), planned_epochs(trial, trial_dir),
+                       {k: v for k, v in last.items() if isinstance(v, (int, float)) and k != "epoch"}, detail, ref)

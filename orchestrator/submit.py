@@ -14,10 +14,10 @@ from orchestrator.lifecycle import FAILED, KILLED, close_sweep, open_sweep, reco
 from orchestrator.spec import SweepSpec
 from convit.records import trial_owner
 from orchestrator.status import TrialStatus, read_status, write_status
-from orchestrator.tracking import Tracker, resolve_tracking_uri
+from orchestrator.tracking import Tracker
+from orchestrator.tracking_uri import sweep_tracking_uri
 from orchestrator.trial import Trial
-from orchestrator.workdir import (SPEC_FILE, SweepContext, git_commit, read_trials, recorded_tracking_uri, write_text,
-                                  write_trials)
+from orchestrator.workdir import SPEC_FILE, SweepContext, git_commit, read_trials, write_text, write_trials
 
 
 @dataclass
@@ -42,8 +42,9 @@ class SubmitResult:
 
 def tracking_uri_for(spec: SweepSpec, workdir: Path, cli_uri: str | None) -> str:
     """--tracking-uri, the file's tracking.uri, the URI this sweep was first submitted with, $MLFLOW_TRACKING_URI,
-    then the embedded store; resubmitting without flags keeps logging where the sweep started."""
-    return resolve_tracking_uri(workdir, cli_uri, spec.tracking.uri or recorded_tracking_uri(workdir, spec.name))
+    then the embedded store; resubmitting without flags keeps logging where the sweep started (the one rule:
+    orchestrator.tracking_uri.sweep_tracking_uri)."""
+    return sweep_tracking_uri(workdir, spec.name, cli_uri, spec.tracking.uri)
 
 
 def make_context(spec: SweepSpec, workdir: Path, backend: str, tracking_uri: str) -> SweepContext:

@@ -17,7 +17,8 @@ import math
 import re
 from typing import Any
 
-from orchestrator.mlflow_views import NOTE_TAG
+from convit.catalog import display_name
+from orchestrator.mlflow_views import NOTE_TAG, short_label
 from orchestrator.tracking import Tracker
 
 CompareResult = Any  # orchestrator.compare.CompareResult (compare imports this module, not the reverse)
@@ -53,6 +54,30 @@ def summary_metrics(result: CompareResult) -> dict[str, float]:
     return values
 
 
+def headline(result: CompareResult) -> str:
+    """The answer first, before the table (MLflow shows only the start of a description until "Show more"):
+    the paired gap per group of the other axes, with its 95 % interval and n."""
+    if not result.paired or not result.headline:
+        return ""
+    reference = display_name(str(result.reference))
+    lines = []
+    for row in result.paired:
+        others = {a: _number(row[a]) for a in result.group_axes if a in row and row[a] != row["candidate"]}
+        gap = row["gap"]
+        where = short_label(others) or "all trials"
+        lines.append(f"- **{display_name(str(row['candidate']))} − {reference}**, {where}: {gap.text()}"
+                     + (f" (n = {gap.n})" if gap.n >= 2 else ""))
+    return (f"Paired gap in {result.headline} (percentage points; per seed, same subset; 95 % interval):\n\n"
+            + "\n".join(lines) + "\n\n")
+
+
+def _number(value: Any) -> Any:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
 def summary_table(result: CompareResult) -> dict[str, Any]:
     """The summary as an MLflow table (``split`` format): axes, n, then each metric's mean and std."""
     columns = [*result.group_axes, "n"]
@@ -70,7 +95,7 @@ def summary_table(result: CompareResult) -> dict[str, Any]:
 
 def publish(tracker: Tracker, parent_run_id: str, sweep: str, result: CompareResult) -> None:
     """Write the answer into the sweep's parent run (description, summary metrics, table artifact)."""
-    note = (f"## Sweep `{sweep}`: results\n\n{result.markdown}\n"
+    note = (f"## Sweep `{sweep}`: results\n\n{headline(result)}{result.markdown}\n"
             "Plots: the run's artifacts, folder `compare/` (PNG and PDF). Refreshed by `convit-sweep compare "
             f"{sweep}` and at the end of each submission.\n")
     tracker.set_tags(parent_run_id, {NOTE_TAG: note})

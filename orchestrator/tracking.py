@@ -51,14 +51,13 @@ ENV_TAGS = {"slurm_job_id": ("SLURM_ARRAY_JOB_ID", "SLURM_JOB_ID"), "slurm_array
 
 
 # ---------------------------------------------------------------------------------------------------- URIs
+# Which URI a sweep logs to is decided, mlflow-free, by orchestrator.tracking_uri (sweep_tracking_uri). It calls
+# check_tracking_uri below for the schemes only MLflow's store registry can judge, so this module cannot import it
+# (no import cycles): DB_NAME, default_tracking_uri and the http/sqlite checks stand in both, and
+# tests/test_cli_speed.py holds them to the same answers.
 def default_tracking_uri(workdir: Path) -> str:
     """The embedded store: a sqlite file inside the working folder, no server."""
     return f"sqlite:///{(workdir / DB_NAME).resolve()}"
-
-
-def resolve_tracking_uri(workdir: Path, cli_uri: str | None = None, spec_uri: str | None = None) -> str:
-    """--tracking-uri, then the sweep file's tracking.uri, then $MLFLOW_TRACKING_URI, then the embedded store."""
-    return cli_uri or spec_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(workdir)
 
 
 def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:

@@ -1,8 +1,8 @@
-"""Where a sweep logs, decided without importing mlflow (about 2 s): what ``submit --dry-run`` and
-``--show-config`` need. The same rules as :mod:`orchestrator.tracking` (``default_tracking_uri``,
-``resolve_tracking_uri``, ``check_tracking_uri``) and :func:`orchestrator.submit.tracking_uri_for`;
-tests/test_cli_door.py checks that both give the same answers. Only a URI scheme that needs MLflow's own store
-registry to judge (neither http(s) nor sqlite) is handed to ``orchestrator.tracking``.
+"""Where a sweep logs, decided without importing mlflow (about 2 s): what ``submit`` (dry run or not) and
+``--show-config`` need. :func:`sweep_tracking_uri` is the one precedence rule (orchestrator.submit.tracking_uri_for
+calls it). :mod:`orchestrator.tracking` keeps its own ``DB_NAME``, ``default_tracking_uri`` and http/sqlite checks,
+because this module hands it the URI schemes that need MLflow's own store registry to judge (neither http(s) nor
+sqlite), and an import back would be a cycle; tests/test_cli_speed.py checks that both give the same answers.
 """
 from __future__ import annotations
 

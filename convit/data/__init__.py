@@ -3,28 +3,43 @@
 `check_data(cfg)` validates everything a trial needs (folder, files, subset size vs batch) without
 decoding images, so a CLI can refuse bad input before writing anything.  `build_data(cfg)` returns the
 `TrialData` the engine trains on.
+
+Importing this package and `check_data` are torch-free (numpy, PIL and the files): the torch datasets and timm's
+transforms (`dataset`, `transforms`) are imported by `build_data`, and `TrainDataset`/`EvalDataset` on first
+access; the recipe names are checked by `recipe` (timm only where its tested lists do not answer).
 """
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from timm.optim import list_optimizers
 
 from ..config import TrialConfig
 from .budget import TrainingPlan, plan_budget
 from . import sources
-from .dataset import EvalDataset, TrainDataset
 from .errors import DataError
 from .order import EpochBatchSampler, epoch_order, steps_per_epoch
+from .recipe import check_recipe_names
 from .split import validation_split
 from .subset import nested_subset, subset_record
-from .transforms import eval_transform, train_transform
 
-__all__ = ["DataError", "EpochBatchSampler", "TrainingPlan", "TrialData", "build_data", "check_data", "epoch_order",
-           "nested_subset", "plan_budget", "steps_per_epoch", "subset_record", "validation_split"]
+if TYPE_CHECKING:
+    from .dataset import EvalDataset, TrainDataset
+
+__all__ = ["DataError", "EpochBatchSampler", "EvalDataset", "TrainDataset", "TrainingPlan", "TrialData", "build_data",
+           "check_data", "epoch_order", "nested_subset", "plan_budget", "steps_per_epoch", "subset_record",
+           "validation_split"]
+
+
+def __getattr__(name: str) -> Any:
+    """The torch datasets, imported on first use (PEP 562): the data check never needs them."""
+    if name in ("EvalDataset", "TrainDataset"):
+        from . import dataset  # heavy: torch
+
+        return getattr(dataset, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -65,7 +80,7 @@ def check_data(cfg: TrialConfig, world_size: int = 1) -> TrainingPlan:
     """The trial's training plan; raises DataError (with the key to fix) if the data is missing or does not
     fit the batch size and budget, or if a recipe name timm does not know would only fail inside the trial
     (the optimizer, the RandAugment string).  Decodes no pixels."""
-    _check_recipe_names(cfg)
+    check_recipe_names(cfg)
     labels = _train_labels(cfg)
     if len(labels) == 0:
         raise DataError(f"dataset '{cfg.dataset}' has no training images")
@@ -85,22 +100,6 @@ def check_data(cfg: TrialConfig, world_size: int = 1) -> TrainingPlan:
     return plan_budget(cfg, n)
 
 
-def _check_recipe_names(cfg: TrialConfig) -> None:
-    known = list_optimizers()
-    if cfg.opt.lower() not in known:
-        close = difflib.get_close_matches(cfg.opt.lower(), known, n=1)
-        raise DataError(f"optimizer '{cfg.opt}' is not one of timm's" + (f" (did you mean '{close[0]}'?)" if close
-                        else f"; e.g. {', '.join(n for n in ('adamw', 'sgd', 'lamb', 'adam') if n in known)}"),
-                        key="opt")
-    if cfg.randaugment and not cfg.no_aug:
-        try:
-            train_transform(cfg, 32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-        except (AssertionError, ValueError, KeyError, IndexError) as exc:
-            raise DataError(f"randaugment '{cfg.randaugment}' is not a timm RandAugment string "
-                            f"({type(exc).__name__}{': ' + str(exc) if str(exc) else ''}); e.g. "
-                            "'rand-m9-mstd0.5-inc1', or null for none", key="randaugment") from None
-
-
 def _splits(cfg: TrialConfig, img_size: int) -> sources.Splits:
     if cfg.dataset == "synthetic":
         return sources.synthetic(cfg.synthetic_train_size, cfg.synthetic_val_size, cfg.num_classes, img_size)
@@ -111,6 +110,9 @@ def _splits(cfg: TrialConfig, img_size: int) -> sources.Splits:
 
 
 def build_data(cfg: TrialConfig) -> TrialData:
+    from .dataset import EvalDataset, TrainDataset  # heavy: torch, only to train
+    from .transforms import eval_transform, train_transform  # heavy: timm, torch, only to train
+
     img_size = cfg.resolve().img_size
     splits = _splits(cfg, img_size)
     labels = splits.train.labels

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
 from .errors import DataError
 
@@ -131,6 +130,8 @@ def cifar10(root: Path, num_classes: int | None) -> Splits:
 
 
 def _folder(split_dir: Path, classes: list[str]) -> FileSource:
+    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset  # heavy: torch; only to build the data
+
     class_to_idx = {c: i for i, c in enumerate(classes)}
     try:
         samples = make_dataset(str(split_dir), class_to_idx, extensions=IMG_EXTENSIONS)
