@@ -27,6 +27,7 @@ from orchestrator.backends.base import Backend
 from orchestrator.completion import script as completion_script
 from orchestrator.errors import BackendUnavailable, OrchestratorError, SpecError, SpecIssue
 from orchestrator.keys import leaf_name
+from orchestrator.mlflow_views import where_to_look
 from orchestrator.listing import STATES, ago, folder_state, sweep_rows
 from orchestrator.preflight import check_trials_data
 from orchestrator.process_env import fail_fast_on_outages
@@ -334,7 +335,6 @@ def _report(args: argparse.Namespace, ctx: SweepContext, backend: Backend, resul
 
 def _print_links(uri: str, experiment: str, parent_run_id: str | None, sweep: str, workdir: Path | None) -> None:
     """Where the sweep is in MLflow's UI (orchestrator.mlflow_views.where_to_look); silent if tracking is down."""
-    from orchestrator.mlflow_views import where_to_look
     from orchestrator.tracking import Tracker  # heavy: mlflow (loaded already by whoever calls this)
 
     try:
