@@ -454,9 +454,10 @@ def _axis_values(ctx: SweepContext) -> dict[str, dict[str, Any]]:
 def _status_row(s: TrialStatus, axis_keys: list[str], axes: dict[str, Any]) -> dict[str, Any]:
     """One trial as `status --json` gives it: the table's columns (axes, state, epochs done of planned, val top-1,
     detail) by name, then the rest of what the backend reported."""
-    return {"trial_id": s.trial_id, "name": s.name, "axes": {k: axes.get(k) for k in axis_keys}, "state": s.state,
-            "epochs_done": _epochs_done(s), "epochs": s.epochs, "val_top1": _val_top1(s), "detail": s.detail,
-            "epoch": s.epoch, "metrics": s.metrics, "ref": s.ref}
+    row = {"trial_id": s.trial_id, "name": s.name, "axes": {k: axes.get(k) for k in axis_keys}, "state": s.state,
+           "epochs_done": _epochs_done(s), "epochs": s.epochs, "val_top1": _val_top1(s), "detail": s.detail,
+           "epoch": s.epoch, "metrics": s.metrics, "ref": s.ref}
+    return {**row, **{k: v for k, v in vars(s).items() if k not in row}}  # a backend's extras: `slurm`, `ray`
 
 
 def _epochs_done(s: TrialStatus) -> int | None:

@@ -59,15 +59,15 @@ MAIN = {
             "dataset": ["synthetic", "synthetic", "synthetic", "synthetic", "imagefolder"]},
     "slurm": {"profile": "local", "array_parallelism": 2},
 }
-# ~70 s of training here: more than the first job can train before its USR2 (30-45 s after the start: SLURM's
-# 30 s signal cycle, then the backstop at signal_delay_s / 2 before the end), so at least one requeue; each job
-# trains ~25 s, so about three jobs in all.
-LIMIT_EPOCHS = 10
+# ~42 s of training (+5 s start-up) here: more than the first job can run before its USR2 (SLURM sends it up to a
+# minute early, and the task's backstop sends it 35 s after the start at the latest: signal_delay_s / 2 before
+# the end), so at least one requeue; a few jobs in all.
+LIMIT_EPOCHS = 6
 LIMIT = {
     "name": "limit",
     "base": {**SMOKE, "epochs": LIMIT_EPOCHS, "synthetic_train_size": 1024, "analysis_every": 0},
     "seeds": [0],
-    "slurm": {"profile": "local", "timeout_min": 1, "signal_delay_s": 30, "max_requeues": 20},
+    "slurm": {"profile": "local", "timeout_min": 1, "signal_delay_s": 50, "max_requeues": 20},
 }
 DDP = {
     "name": "ddp",
