@@ -119,6 +119,17 @@ def _owner_info() -> dict[str, Any]:
             "started": time.time(), "command": " ".join(sys.argv)[:500]}
 
 
+def drop_inherited_ownership() -> None:
+    """In a child forked from an owner (a DataLoader worker): close this copy of the ownership lock's descriptor.
+    The lock belongs to the open file, which every forked copy keeps open: a worker outliving a SIGKILLed owner
+    would otherwise go on holding the trial for it, and a resubmission would wrongly find the trial running.
+    Closing a copy does not release the parent's lock (flock(2): only the last descriptor does)."""
+    for fd, _ in list(_HELD.values()):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+
+
 @contextlib.contextmanager
 def own_trial(out_dir: Path, wait_s: float = 2.0) -> Iterator[None]:
     """Hold the trial's ownership lock while the block runs; raise :class:`TrialBusy` when another live process

@@ -327,7 +327,7 @@ def _report(args: argparse.Namespace, ctx: SweepContext, backend: Backend, resul
     if result.unfinished:
         failed = len(result.failed)
         stopped = len(result.unfinished) - failed
-        err_console.print(f"[red]{failed} trial(s) failed[/], {stopped} stopped: see `convit-sweep status "
+        err_console.print(f"[red]{failed} trial(s) failed[/], {stopped} interrupted: see `convit-sweep status "
                           f"{ctx.name}`; submitting again reruns or resumes them")
         return EXIT_FAILED
     return EXIT_OK

@@ -369,7 +369,7 @@ class Tracker:
         """The final metrics that no epoch logged (``init/*`` at step 0, ``optimizer_steps``, tracking overhead…);
         a value an epoch row already has (``test_top1``…) is not repeated under another name."""
         stamp = _now_ms()
-        skip = set(epoch_keys)
+        skip = {*epoch_keys, EPOCH_METRIC}  # `epoch` marks logged epochs: never logged outside log_epoch
         values = {k: v for k, v in numeric(final).items() if k not in skip and not is_per_head_key(k)}
         items = [Metric(metric_name(k), v, stamp, 0 if k.startswith("init/") else step) for k, v in values.items()]
         for i in range(0, len(items), 1000):

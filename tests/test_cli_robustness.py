@@ -133,6 +133,6 @@ def test_a_trial_killed_by_a_signal_is_one_stopped_trial_everywhere(tmp_path: Pa
         if submit.poll() is None:
             submit.kill()
     assert submit.returncode == 1
-    assert "killed by SIGKILL" in out and "0 trial(s) failed, 1 stopped" in out and "failed " not in out, out
+    assert "killed by SIGKILL" in out and "0 trial(s) failed, 1 interrupted" in out and "failed " not in out, out
     (status,) = json.loads(run_cli("status", "killed", "--workdir", str(work), "--json").stdout)
     assert status["state"] == "interrupted" and "killed by SIGKILL" in status["detail"]

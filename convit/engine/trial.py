@@ -72,9 +72,11 @@ def _leave_stop_signals_to_the_trainer(worker_id: int) -> None:  # noqa: ARG001 
     """DataLoader workers ignore stop signals. A signal sent to the whole process group (``kill -TERM -PGID``,
     ``scancel``, a container runtime, Ctrl-C) reaches the workers too; a worker that died of it would end the trial
     with "DataLoader worker killed by signal" instead of the exact checkpoint the main process saves. The main
-    process handles the signal and ends its workers itself."""
+    process handles the signal and ends its workers itself. They also let go of the trial's ownership lock that
+    the fork gave them (records.drop_inherited_ownership), so that one outliving a killed trial never holds it."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+    records.drop_inherited_ownership()
 
 
 def _amp_context(amp: str, device: torch.device) -> contextlib.AbstractContextManager:

@@ -171,7 +171,7 @@ class LocalBackend(Backend):
                                        info=info)
         running[trial.id] = entry
         resumed = resume_position(trial_dir)
-        progress.console.print(f"started  {trial.id}  {escape(trial.name)}  (pid {proc.pid}"
+        progress.console.print(f"started     {trial.id}  {escape(trial.name)}  (pid {proc.pid}"
                                f"{'; ' + resumed if resumed else ''})")
 
     def _reap(self, sweep: SweepContext, running: dict[str, _Running], gpu_pool: list[str], counts: dict[str, int],
@@ -188,21 +188,21 @@ class LocalBackend(Backend):
             minutes = (time.time() - entry.started) / 60
             if code == EXIT_OK:
                 counts["done"] += 1
-                progress.console.print(f"[green]done[/]     {trial_id}  {escape(entry.trial.name)}  ({minutes:.1f} min)")
+                progress.console.print(f"[green]done[/]        {trial_id}  {escape(entry.trial.name)}  ({minutes:.1f} min)")
             elif code == EXIT_INTERRUPTED or self._stop_requested:
                 counts["interrupted"] += 1
-                progress.console.print(f"[yellow]stopped[/]  {trial_id}  {escape(entry.trial.name)}  (resubmit to resume)")
+                progress.console.print(f"[yellow]interrupted[/] {trial_id}  {escape(entry.trial.name)}  (resubmit to resume)")
             elif code < 0:  # killed by a signal: it could not say so itself; it resumes like a stopped one
                 counts["interrupted"] += 1
                 how = f"killed by {signal.Signals(-code).name}"
                 write_status(sweep.trial_dir(trial_id), "interrupted", error=f"{how}; resubmit to resume from its "
                                                                               "last checkpoint")
-                progress.console.print(f"[yellow]stopped[/]  {trial_id}  {escape(entry.trial.name)}  ({how}; "
+                progress.console.print(f"[yellow]interrupted[/] {trial_id}  {escape(entry.trial.name)}  ({how}; "
                                        "resubmit to resume)")
             else:
                 counts["failed"] += 1
                 reason = read_status(sweep.trial_dir(trial_id)).get("error") or f"exit {code}"
-                progress.console.print(f"[red]failed[/]   {trial_id}  {escape(entry.trial.name)}: {escape(reason)}  "
+                progress.console.print(f"[red]failed[/]      {trial_id}  {escape(entry.trial.name)}: {escape(reason)}  "
                                        f"(log: {sweep.trial_dir(trial_id) / TRIAL_LOG})")
 
     def _refresh(self, sweep: SweepContext, running: dict[str, _Running], progress: Progress) -> None:
@@ -239,7 +239,7 @@ class LocalBackend(Backend):
         if counts["failed"]:
             parts.append(f"[red]{counts['failed']} failed[/]")
         if counts["interrupted"]:
-            parts.append(f"[yellow]{counts['interrupted']} stopped[/]")
+            parts.append(f"[yellow]{counts['interrupted']} interrupted[/]")
         return f"[bold]{sweep.name}[/]: " + " · ".join(parts)
 
     # ---------------------------------------------------------------------------------------- status/cancel

@@ -222,7 +222,7 @@ def stop_markers(sweep_dir: Path) -> dict[str, dict]:
 
 
 def record_early_stop(ctx: SweepContext, trial_dir: Path, marker: dict) -> None:
-    """The scheduler ended the trial: a finished run (FINISHED, final/ metrics of its last epoch), tagged.
+    """The scheduler ended the trial: a finished run (FINISHED, its best validation top-1 added), tagged.
 
     Called by the driver once the trial's worker is gone: Tune ends a stopped trial's process without waiting
     for its training thread, so the trial cannot reliably record this itself."""
@@ -241,7 +241,7 @@ def record_early_stop(ctx: SweepContext, trial_dir: Path, marker: dict) -> None:
     tops = [r["val_top1"] for r in rows if isinstance(r.get("val_top1"), (int, float))]
     final["best_val_top1"] = max(tops) if tops else math.nan
     tracker = Tracker(ctx.tracking_uri)
-    tracker.log_final(run_id, final, step=max(last_epoch, 0))
+    tracker.log_final(run_id, final, {k for row in rows for k in row}, step=max(last_epoch, 0))
     tracker.set_tags(run_id, {"early_stopped": marker["scheduler"], "stopped_after_epoch": str(last_epoch)})
     tracker.end_run(run_id, "FINISHED")
 
