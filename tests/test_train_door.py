@@ -60,4 +60,21 @@ def test_ctrl_c_checkpoints_and_the_rerun_resumes_into_the_same_mlflow_run(tmp_p
     assert run.info.status == "FINISHED" and run.data.tags["mlflow.runName"] == "one"
     assert [s for s, _ in tracker.metric_history(run_id, "epoch")] == list(range(6))  # each epoch once
     assert run.data.params["epochs"] == "6" and run.inputs.dataset_inputs  # params and the data, like a trial
+    progress = read_json(out / "progress.json")
+    assert progress["epoch"] == 5 and progress["step"] == progress["steps"] > 0  # the live position's source
     assert tracker.client.get_experiment(run.info.experiment_id).name == "train"
+
+
+def test_the_live_position_moves_within_an_epoch(tmp_path: Path):
+    """What the local backend's per-trial bar shows, from the trial folder: epochs done plus the fraction of the
+    running epoch (progress.json), the running loss, the latest top-1 and an ETA from the epoch times so far."""
+    from convit.records import append_metrics, write_progress
+    from orchestrator.backends.local import live_position, resume_position
+
+    assert live_position(tmp_path) == (0.0, "")
+    append_metrics(tmp_path, {"epoch": 0, "train_loss": 2.0, "val_top1": 31.25, "epoch_time_s": 10.0})
+    write_progress(tmp_path, epoch=1, epochs=4, step=5, steps=20, loss=1.5)
+    done, info = live_position(tmp_path)
+    assert done == 1.25  # one epoch, and a quarter of the second
+    assert info == "loss 1.500 · top-1 31.2 % · ETA 0m27s"  # (4 - 1.25) epochs × 10 s
+    assert resume_position(tmp_path) == ""  # no checkpoint: a fresh start
