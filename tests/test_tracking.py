@@ -126,3 +126,27 @@ def test_six_processes_opening_a_fresh_store_at_once_all_succeed(tmp_path: Path)
     tracker = Tracker(uri)
     assert len(tracker.client.search_experiments()) == 2  # Default + exp, once
     assert tracker.find_sweep_run("exp", "sw") is not None
+
+
+def test_the_experiment_reads_well_and_a_repeated_epoch_table_is_not_appended(tracker: Tracker, tmp_path: Path):
+    """The sweep file's description becomes the experiment's (set once: a user's edit in the UI is kept), the
+    experiment opens in the model-training view, and a resumed trial that logs an epoch again replaces its
+    per-head table rather than appending the rows a second time (MLflow's own log_table appends)."""
+    tracker.start_sweep(experiment="exp", sweep_id="sw", spec_text="name: sw\n", axes=["model"], backend="local",
+                        git_commit="abc", n_trials=1, description="ConViT vs DeiT at 2 %")
+    experiment = tracker.client.get_experiment_by_name("exp")
+    assert experiment.tags["mlflow.note.content"] == "ConViT vs DeiT at 2 %"
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    tracker.client.set_experiment_tag(experiment.experiment_id, "mlflow.note.content", "edited in the UI")
+    tracker.start_sweep(experiment="exp", sweep_id="sw2", spec_text="name: sw2\n", axes=["model"], backend="local",
+                        git_commit="abc", n_trials=1, description="another sweep")
+    assert tracker.client.get_experiment_by_name("exp").tags["mlflow.note.content"] == "edited in the UI"
+
+    run_id = _open(tracker)
+    row = {"train_loss": 1.0, "gating/l0": 0.7, "gating/l0/h0": 0.6, "gating/l0/h1": 0.8, "nonlocality/l10/h0": 2.0}
+    tracker.log_epoch(run_id, 0, row)
+    tracker.log_epoch(run_id, 0, row)  # a resume that logs the epoch again
+    table = json.loads(Path(tracker.client.download_artifacts(run_id, "attention/epoch_0000.json",
+                                                              str(tmp_path))).read_text())
+    assert table["columns"] == ["layer", "head", "gating", "nonlocality"] and len(table["data"]) == 3
+    assert set(tracker.client.get_run(run_id).data.metrics) == {"train_loss", "gating/l00", "epoch"}
