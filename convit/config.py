@@ -270,6 +270,11 @@ class TrialConfig(_NumbersAreNumbers):
         description="passed to convit.create_model (img_size, patch_size, drop_path_rate, locality_strength, "
         "local_up_to_layer, gating_init, freeze_gating, use_local_init, drop_rate, attn_drop_rate)",
     )
+    init_checkpoint: str | None = Field(
+        None, description="weights the trial starts from (fresh start only; a resumed trial loads its own "
+        "checkpoint): a timm-format ConViT/DeiT state dict or one of our checkpoints; head re-initialised, "
+        "position and patch embeddings resampled to the model's grid, the rest loaded strictly "
+        "(convit.models.finetune)")
 
     # data
     dataset: Literal["cifar10", "imagefolder", "synthetic"] = "imagefolder"
@@ -349,6 +354,13 @@ class TrialConfig(_NumbersAreNumbers):
     def _known_model(cls, v: str) -> str:
         if v not in MODEL_NAMES:
             raise ValueError(f"unknown model '{v}'{_did_you_mean(v, MODEL_NAMES)}; choose from {list(MODEL_NAMES)}")
+        return v
+
+    @field_validator("init_checkpoint")
+    @classmethod
+    def _checkpoint_path(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("an empty path: give the checkpoint file, or null to start from random weights")
         return v
 
     @field_validator("crop_scale")

@@ -47,10 +47,12 @@ def _parser(prog: str = "python -m convit.train") -> argparse.ArgumentParser:
 
 def _validate(args: argparse.Namespace) -> TrialConfig:
     """Everything that can be refused before DIR is touched: config, data, an existing different trial."""
-    from .data import check_data  # heavy: torch (`--help` and bad input are answered without it)
+    from .data import check_data, check_init_checkpoint  # heavy: torch (`--help` and bad input are answered without it)
 
     cfg = load_config(args.config, args.overrides)
     plan = check_data(cfg)
+    if not (args.out / CHECKPOINTS_DIR).is_dir():  # a fresh start (a resumed run has its own weights)
+        check_init_checkpoint(cfg)
     check_same_trial(args.out, cfg.config_hash())
     owner = trial_owner(args.out)
     if owner is not None:
@@ -137,7 +139,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m convit.train"
         how = "stopped before a checkpoint" if isinstance(err, KeyboardInterrupt) else f"interrupted: {err}"
         print(f"{how}; run the same command again to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (TrialBusy, ConfigMismatch, CheckpointsUnusable) as err:  # found once the trial looked at DIR
+    except (TrialBusy, ConfigMismatch, CheckpointsUnusable, DataError) as err:  # found once the trial looked at DIR
+        _end(tracking, "FAILED")
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as err:

@@ -11,6 +11,8 @@ access; the recipe names are checked by `recipe` (timm only where its tested lis
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -74,6 +76,14 @@ def _subset_indices(labels: np.ndarray, cfg: TrialConfig) -> tuple[np.ndarray, n
     """(subset, val): indices into the training source of the trial's subset and of the validation split."""
     pool, val = validation_split(labels, cfg.val_fraction, cfg.seed)
     return pool[nested_subset(labels[pool], cfg.data_fraction, cfg.seed)], val
+
+
+def check_init_checkpoint(cfg: TrialConfig) -> None:
+    """Before a fresh start (the CLI, a sweep's pre-check): ``init_checkpoint`` names a file. Its content is
+    checked when the trial starts (convit.models.finetune, needs torch); a resumed trial no longer needs it."""
+    if cfg.init_checkpoint and not Path(cfg.init_checkpoint).expanduser().is_file():
+        raise DataError(f"init_checkpoint {cfg.init_checkpoint} is not a file; give the path of a timm-format state "
+                        "dict or one of this project's checkpoints", key="init_checkpoint")
 
 
 def check_data(cfg: TrialConfig, world_size: int = 1) -> TrainingPlan:

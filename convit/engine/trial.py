@@ -31,9 +31,9 @@ from torch.utils.data import DataLoader
 
 from .. import analysis, records
 from ..config import TrialConfig
-from ..data import EpochBatchSampler, TrainingPlan, TrialData, build_data, check_data
+from ..data import DataError, EpochBatchSampler, TrainingPlan, TrialData, build_data, check_data
 from ..data.dataset import seeded
-from ..models import create_model
+from ..models import InitCheckpointError, adapt_state_dict, create_model, load_init_checkpoint, read_state_dict
 from . import rng
 from .checkpoint import load_latest, save_checkpoint
 from .control import Reporter, TrialControl, TrialFailed, TrialInterrupted
@@ -54,6 +54,8 @@ def run_trial(config: TrialConfig, out_dir: Path, reporter: Reporter | None = No
     ctx = setup()
     try:
         plan = check_data(config, ctx.world_size)
+        if not records.list_checkpoints(out_dir / records.CHECKPOINTS_DIR):  # fresh start: check the weights too
+            check_init_checkpoint(config)
         records.check_same_trial(out_dir, config.config_hash())
         owner = records.own_trial(out_dir) if ctx.is_main else contextlib.nullcontext()
         with owner:  # one process trains a trial at a time (rank 0 writes; TrialBusy if another owns it)
@@ -63,6 +65,23 @@ def run_trial(config: TrialConfig, out_dir: Path, reporter: Reporter | None = No
             return _Trial(config, plan, out_dir, ctx, reporter, control or TrialControl()).run()
     finally:
         ctx.close()
+
+
+def check_init_checkpoint(config: TrialConfig, num_classes: int | None = None) -> None:
+    """Refuse, before anything is written, an ``init_checkpoint`` that cannot start this trial's model: a missing
+    file, not a state dict, a pickle that would run code, or keys that do not fit (convit.models.finetune lists
+    them). Raises DataError (key ``init_checkpoint``), the error kind of a trial's unusable input files.
+
+    Builds the model once on the CPU (under a forked RNG, so the trial's seeded initialisation is untouched) to
+    compare keys and shapes; the class count only decides whether the head is re-initialised, never a refusal."""
+    if config.init_checkpoint is None:
+        return
+    with torch.random.fork_rng(devices=[]):
+        model = create_model(config.model, num_classes=num_classes or config.num_classes or 10, **config.model_kwargs)
+    try:
+        adapt_state_dict(model, read_state_dict(config.init_checkpoint), config.init_checkpoint)
+    except InitCheckpointError as err:
+        raise DataError(str(err), key="init_checkpoint") from None
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
@@ -117,8 +136,9 @@ class _Trial:
     # ------------------------------------------------------------------------------ construction
     def _build_model(self) -> None:
         rng.seed_all(self.cfg.seed)  # identical initial weights on every rank and every (re)start
-        self.raw = create_model(self.cfg.model, num_classes=self.data.num_classes,
-                                       **self.cfg.model_kwargs).to(self.ctx.device)
+        self.raw = create_model(self.cfg.model, num_classes=self.data.num_classes, **self.cfg.model_kwargs)
+        self._load_init_checkpoint()
+        self.raw.to(self.ctx.device)
         rng.seed_all(self.cfg.seed + self.ctx.rank)  # per-rank streams for drop path and mixup
         model: nn.Module = self.raw
         if self.ctx.distributed:
@@ -128,6 +148,27 @@ class _Trial:
         self.ema = None
         if self.cfg.ema:
             self.ema = ModelEmaV3(self.raw, decay=self.cfg.ema_decay)
+
+    def _load_init_checkpoint(self) -> None:
+        """Start from ``init_checkpoint`` (convit.models.finetune: head re-initialised, embeddings resampled, the rest
+        strict). A resumed trial's weights come from its own checkpoint (loaded later, in _resume); the init weights
+        are then read only for the untrained-model reference analysis (``init/*``), and a file no longer there
+        is not an error."""
+        path = self.cfg.init_checkpoint
+        if path is None:
+            return
+        if not records.list_checkpoints(self.ckpt_dir):
+            try:
+                report = load_init_checkpoint(self.raw, path)
+            except InitCheckpointError as err:
+                raise DataError(str(err), key="init_checkpoint") from None
+            if self.ctx.is_main:
+                log.info("initialised from %s: %s", path, report.summary())
+            return
+        try:
+            load_init_checkpoint(self.raw, path)
+        except InitCheckpointError as err:
+            log.warning("resuming: %s; the init/* reference metrics describe the random initialisation instead", err)
 
     def _build_loaders(self) -> None:
         cfg, ctx = self.cfg, self.ctx

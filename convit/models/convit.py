@@ -114,6 +114,7 @@ class ConViT(nn.Module):
         )
         self.norm = nn.LayerNorm(embed_dim, eps=LAYER_NORM_EPS)
         self.head_drop = nn.Dropout(rates["drop_rate"])
+        self.global_pool = "token" if self.cls_token is not None else "avg"
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self.init_weights()
         if _check_bool("freeze_gpsa", freeze_gpsa):
@@ -143,6 +144,33 @@ class ConViT(nn.Module):
     def no_weight_decay(self) -> set[str]:
         return {"pos_embed", "cls_token"}
 
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        """The classification head (timm's classifier API): ``nn.Linear(num_features, num_classes)`` or Identity."""
+        return self.head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new head for ``num_classes`` classes (0: features, head = Identity), initialised as at construction
+        (truncated normal std 0.02, zero bias); timm's classifier API (``timm.models.convit.ConVit``).
+
+        ``global_pool`` (None keeps the current one): ``"token"`` the class token (needs one, i.e.
+        ``local_up_to_layer < depth``), ``"avg"`` the mean of the patch tokens, ``""`` no pooling (forward_head then
+        returns the (B, N, D) tokens, as timm)."""
+        _check_int("num_classes", num_classes, 0)
+        if global_pool is not None:
+            if global_pool not in ("", "token", "avg"):
+                raise ValueError(f"global_pool must be one of '', 'token', 'avg', got {global_pool!r}")
+            if global_pool == "token" and self.cls_token is None:
+                raise ValueError("global_pool 'token' needs a class token; this model has none "
+                                 "(local_up_to_layer == depth): use 'avg'")
+            self.global_pool = global_pool
+        self.num_classes = num_classes
+        like = dict(device=self.norm.weight.device, dtype=self.norm.weight.dtype)
+        self.head = nn.Linear(self.num_features, num_classes, **like) if num_classes > 0 else nn.Identity()
+        if num_classes > 0:
+            nn.init.trunc_normal_(self.head.weight, std=0.02)
+            nn.init.zeros_(self.head.bias)
+
     def gpsa_layers(self) -> dict[int, GPSA]:
         """Block index -> GPSA module, for analysis and gating control."""
         return {i: blk.attn for i, blk in enumerate(self.blocks) if isinstance(blk.attn, GPSA)}
@@ -156,7 +184,10 @@ class ConViT(nn.Module):
         return self.norm(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x[:, 0] if self.cls_token is not None else x.mean(dim=1)
+        if self.global_pool == "token":
+            x = x[:, 0]
+        elif self.global_pool == "avg":  # the patch tokens (the class token, if any, is left out, as timm)
+            x = (x[:, 1:] if self.cls_token is not None else x).mean(dim=1)
         x = self.head_drop(x)
         return x if pre_logits else self.head(x)
 
