@@ -53,6 +53,9 @@ MODEL_NAMES: tuple[str, ...] = CONVIT_MODELS + DEIT_MODELS
 #: data, changing loader workers (sample augmentation is seeded per sample, not per worker) or the
 #: checkpoint cadence neither breaks resume nor splits one trial into two.
 NON_RESULT_FIELDS: frozenset[str] = frozenset({"data_root", "num_workers", "checkpoint_every"})
+#: Keys added after trials were first run, with their default: left out of the hash at that default, so a trial
+#: id (and a submitted sweep's resumability) does not change when the code gains a key that changes nothing.
+LATER_FIELDS: dict[str, Any] = {"init_checkpoint": None}
 
 #: Keys of which exactly one states a quantity (the budget; the warm-up); see the module docstring.
 BUDGET_KEYS: tuple[str, ...] = ("epochs", "train_images", "train_steps")
@@ -445,7 +448,8 @@ class TrialConfig(_NumbersAreNumbers):
 
     def config_hash(self) -> str:
         """Stable 16-hex-digit hash of everything that can change results (see NON_RESULT_FIELDS)."""
-        payload = {k: v for k, v in self.to_dict().items() if k not in NON_RESULT_FIELDS}
+        payload = {k: v for k, v in self.to_dict().items()
+                   if k not in NON_RESULT_FIELDS and not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
