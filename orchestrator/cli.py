@@ -556,9 +556,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     workdir = resolve_workdir(args.workdir)
     name = _sweep_name(args.sweep)
+    trial_ids: list[str] | None = None
     try:
         ctx = SweepContext.load(workdir, name)
         uri, experiment = ctx.tracking_uri, ctx.experiment
+        trial_ids = [t.id for t in read_trials(ctx)]  # the sweep as it is now, not its earlier versions
     except OrchestratorError:
         if not args.tracking_uri:
             raise
@@ -566,7 +568,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     out = args.out or sweep_dir(workdir, name) / "compare"
     check_tracking_uri(args.tracking_uri or uri)
     result = compare(name, tracking_uri=args.tracking_uri or uri, experiment=args.experiment or experiment,
-                     out_dir=out, console=console)
+                     out_dir=out, console=console, trial_ids=trial_ids)
     _print_links(args.tracking_uri or uri, args.experiment or experiment, result.parent_run_id, name, args.workdir)
     return EXIT_OK
 

@@ -17,7 +17,7 @@ import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Collection, TextIO
 
 from matplotlib import colormaps
 from matplotlib.axes import Axes
@@ -34,7 +34,7 @@ from orchestrator.paired import Interval, paired_difference
 from orchestrator.spec import SEED_KEY
 from orchestrator.sweep_report import publish
 from orchestrator.tracking import Tracker
-from orchestrator.workdir import SweepContext
+from orchestrator.workdir import SweepContext, read_trials
 
 #: The headline metric: top-1 on the test split after the last step (older runs: the last validation top-1).
 TOP1_KEYS = ("test_top1", "val_top1", "val/top1", "top1", "val/acc1", "acc1")
@@ -102,6 +102,25 @@ def _collect(tracker: Tracker, experiment: str, sweep: str) -> tuple[Any, list[s
         results.append(TrialResult(trial_id, run.info.run_id, tags.get("mlflow.runName", trial_id), values, final,
                                    latest, run.info.status, dict(params)))
     return parent, axes, results
+
+
+def _current(results: list[TrialResult], axes: list[str], trial_ids: Collection[str] | None,
+             console: Console) -> list[TrialResult]:
+    """The runs of the sweep as it is now (see :func:`compare`), saying what was left out."""
+    if trial_ids is not None:
+        kept = [r for r in results if r.trial_id in set(trial_ids)]
+        if len(kept) < len(results):
+            console.print(f"[yellow]{len(results) - len(kept)} run(s) of earlier versions of this sweep (other "
+                          "settings, other trial ids) left out[/]", highlight=False)
+        return kept
+    newest: dict[tuple[str, ...], TrialResult] = {}
+    for r in results:  # trial_runs lists runs oldest first
+        newest[tuple(str(r.axes.get(a)) for a in axes)] = r
+    if len(newest) < len(results):
+        console.print(f"[yellow]{len(results) - len(newest)} run(s) repeat another's axis values and seed (an "
+                      "earlier version of the sweep): only the newest of each is compared; run compare from the "
+                      "working folder to compare exactly the sweep's current trials[/]", highlight=False)
+    return list(newest.values())
 
 
 def _final_and_latest(metrics: dict[str, float], status: str) -> tuple[dict[str, float], dict[str, float]]:
@@ -188,12 +207,18 @@ def _group(results: list[TrialResult], group_axes: list[str]) -> dict[tuple[str,
 
 
 def compare(sweep: str, *, tracking_uri: str, experiment: str, out_dir: Path,
-            console: Console | None = None) -> CompareResult:
+            console: Console | None = None, trial_ids: Collection[str] | None = None) -> CompareResult:
     """Print the tables, write and log the plots and summaries; returns what it computed, including the paths of
-    every figure file (``plot_files``: PNG and PDF), the figures themselves and the markdown summary."""
+    every figure file (``plot_files``: PNG and PDF), the figures themselves and the markdown summary.
+
+    ``trial_ids``: the sweep's current trials (its trials.json). A sweep submitted again with other settings (an
+    override of the budget, say) keeps its earlier runs in MLflow under the same name; averaging them with the
+    current ones as if they were seeds would be wrong, so only these are compared. Without the working folder
+    (``--tracking-uri`` alone), runs that repeat a group's seed are reduced to the newest one, with a warning."""
     console = console or Console()
     tracker = Tracker(tracking_uri)
     parent, axes, results = _collect(tracker, experiment, sweep)
+    results = _current(results, axes, trial_ids, console)
     finished = [r for r in results if r.status == "FINISHED"]
     if not finished:
         raise OrchestratorError(f"sweep '{sweep}' has no finished trial yet ({len(results)} started); "
@@ -740,7 +765,8 @@ def report_sweep(ctx: SweepContext, warn: TextIO | None = None) -> bool:
     try:
         with open(os.devnull, "w") as null:
             compare(ctx.name, tracking_uri=ctx.tracking_uri, experiment=ctx.experiment,
-                    out_dir=ctx.sweep_dir / "compare", console=Console(file=null, width=200))
+                    out_dir=ctx.sweep_dir / "compare", console=Console(file=null, width=200),
+                    trial_ids=[t.id for t in read_trials(ctx)])
         return True
     except Exception as exc:  # noqa: BLE001 - a report is never worth failing a finished sweep for
         print(f"note: the sweep's summary was not written to MLflow ({type(exc).__name__}: "

@@ -127,3 +127,31 @@ def test_interval_edge_cases():
     assert (same.low, same.high) == (2.0, 2.0) and same.excludes_zero()
     only_shared = paired_difference({"0": 5.0, "1": 7.0, "2": 1.0}, {"0": 4.0, "1": 4.0})  # seed 2 has no pair
     assert only_shared.n == 2 and only_shared.mean == pytest.approx(2.0)
+
+
+def test_runs_of_an_earlier_version_of_the_sweep_are_not_averaged_in_as_seeds(tmp_path: Path):
+    """The sweep submitted again with another budget keeps its earlier runs in MLflow under the same name: they
+    are not the current trials' extra seeds. From the working folder only the current trial ids are compared;
+    without it, a run that repeats a group's axis values and seed gives way to the newest."""
+    tracker = Tracker(default_tracking_uri(tmp_path))
+    fill(tracker)
+    parent = tracker.find_sweep_run("cmp", "cmp").info.run_id
+    axes = {"model": "convit_tiny", "data_fraction": 0.1, "seed": 0}
+    run_id = tracker.open_trial_run(experiment="cmp", sweep_id="cmp", parent_run_id=parent, trial_id="v2-0",
+                                    trial_name="v2", params=axes, tags={f"axis.{k}": str(v) for k, v in axes.items()})
+    tracker.log_epoch(run_id, 0, {"val_top1": 90.0, "train_loss": 0.5})
+    tracker.end_run(run_id, "FINISHED")
+
+    current = [f"{m}-{f}-{s}" for (m, f), v in TOP1.items() for s in range(len(v))]
+    console = Console(record=True, width=200)
+    result = compare("cmp", tracking_uri=tracker.uri, experiment="cmp", out_dir=tmp_path / "a", console=console,
+                     trial_ids=current)
+    group = next(g for g in result.groups if g["model"] == "convit_tiny" and float(g["data_fraction"]) == 0.1)
+    assert group["n"] == 2 and group["val_top1"][0] == pytest.approx(42.0)  # the 90 % run is not in it
+    assert "1 run(s) of earlier versions of this sweep" in console.export_text()
+
+    console = Console(record=True, width=200)
+    result = compare("cmp", tracking_uri=tracker.uri, experiment="cmp", out_dir=tmp_path / "b", console=console)
+    group = next(g for g in result.groups if g["model"] == "convit_tiny" and float(g["data_fraction"]) == 0.1)
+    assert group["n"] == 2 and group["val_top1"][0] == pytest.approx((90.0 + 44.0) / 2)  # newest seed-0 run
+    assert "repeat another's axis values and seed" in console.export_text()

@@ -414,7 +414,7 @@ class _Trial:
         self._save()
         self.control.saved.set()
         if stop:
-            raise TrialInterrupted(f"stopped at epoch {self.epoch}, step {self.step}; checkpoint in {self.ckpt_dir}")
+            raise TrialInterrupted(f"stopped in epoch {self.epoch + 1}, after step {self.step}; checkpoint in {self.ckpt_dir}")
 
     # ------------------------------------------------------------------------------ evaluation
     @torch.no_grad()
