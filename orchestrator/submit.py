@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from orchestrator.backends.base import Backend
+from orchestrator.errors import OrchestratorError
 from orchestrator.lifecycle import FAILED, KILLED, close_sweep, open_sweep, recorded_spec_text, split_finished, sweep_outcome
 from orchestrator.spec import SweepSpec
 from convit.records import trial_owner
@@ -56,12 +57,29 @@ def make_context(spec: SweepSpec, workdir: Path, backend: str, tracking_uri: str
 
 def submit_sweep(spec: SweepSpec, trials: list[Trial], backend: Backend, ctx: SweepContext) -> SubmitResult:
     """Record the sweep, open its parent run, run what is unfinished, close the parent run (blocking backends)."""
+    refuse_a_new_version_while_the_old_runs(ctx, trials)
     tracker = open_sweep(ctx, trials, spec.resolved_text(), spec.description)
     write_text(ctx.sweep_dir / SPEC_FILE, spec.resolved_text())
     write_trials(ctx, trials)
     split = split_finished(ctx, trials, tracker)
     result = SubmitResult(ctx, split.todo, split.done, split.busy, split.caught_up)
     return _run(ctx, backend, tracker, result, backend.submit)
+
+
+def refuse_a_new_version_while_the_old_runs(ctx: SweepContext, trials: list[Trial]) -> None:
+    """The same sweep name with other settings (other trial ids) while trials of the recorded version still run:
+    the new version would replace the record those trials belong to (status, cancel and compare would no longer
+    see them). Refused, saying what to do."""
+    if not ctx.sweep_dir.is_dir():
+        return
+    new = {t.id for t in trials}
+    running = [t.id for t in read_trials(ctx) if t.id not in new and trial_owner(ctx.trial_dir(t.id)) is not None]
+    if running:
+        raise OrchestratorError(
+            f"sweep '{ctx.name}' is still running {len(running)} trial(s) of its recorded version "
+            f"({', '.join(running[:3])}{', ...' if len(running) > 3 else ''}), and this submission has other "
+            f"settings (other trials); wait for them, or `convit-sweep cancel {ctx.name}` first, or give the changed "
+            "sweep another name")
 
 
 def resume_sweep(ctx: SweepContext, backend: Backend) -> SubmitResult:

@@ -83,11 +83,16 @@ def test_a_second_submit_leaves_the_running_trial_alone(tmp_path: Path):
     try:
         wait_for(lambda: (work / "sweeps/twice/trials").is_dir() and read_metrics(_trial_dir(work, "twice")),
                  what="a first epoch")
+        recorded = (work / "sweeps/twice/trials.json").read_text()
+        changed = cli("submit", str(spec), "epochs=13", "--workdir", str(work))  # another version, same name
         second = cli("submit", str(spec), "--workdir", str(work))
         out, _ = first.communicate(timeout=240)
     finally:
         if first.poll() is None:
             first.kill()
+    assert changed.returncode == 2 and "still running 1 trial(s) of its recorded version" in changed.stderr, \
+        changed.stdout + changed.stderr
+    assert (work / "sweeps/twice/trials.json").read_text() == recorded  # the running version's record is kept
     assert second.returncode == 0, second.stdout + second.stderr
     assert "is already running (pid" in second.stdout and "left alone" in second.stdout, second.stdout
     assert first.returncode == 0, out

@@ -256,7 +256,8 @@ class LocalBackend(Backend):
         scheduler get the SIGTERM directly. Returns once they have all exited."""
         state = read_json(sweep.sweep_dir / STATE_FILE, {}) or {}
         # running trials' pids come from their ownership locks: a held lock is a live runner of this trial
-        owners = [trial_owner(sweep.trial_dir(t.id)) for t in read_trials(sweep)]
+        folders = sorted((sweep.sweep_dir / "trials").glob("*/")) if (sweep.sweep_dir / "trials").is_dir() else []
+        owners = [trial_owner(folder) for folder in folders]  # every trial folder, earlier versions' included
         pids = [int(o["pid"]) for o in owners if o and o.get("pid") and o.get("host") == socket.gethostname()]
         if is_recorded_process(state, "scheduler_pid"):  # never a stale file's pid, now another program's
             _signal(int(state["scheduler_pid"]), signal.SIGTERM)
