@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "folder, 127.0.0.1, one worker), print its URI, stop it with Ctrl-C. Point sweeps at it with "
                        "--tracking-uri URI (recommended when many trials log at once).")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    p.add_argument("--port", type=_port, default=5000, help="port, 1-65535 (default 5000)")
     p.add_argument("--backend-store-uri", help="default: sqlite:///<workdir>/mlflow.db")
     p.add_argument("--workdir", type=Path, help=f"working folder (default ./runs or ${WORKDIR_ENV})")
 
@@ -579,11 +579,26 @@ def cmd_train(args: argparse.Namespace) -> int:
     return int(train(list(args.args)) or 0)
 
 
+def _port(text: str) -> int:
+    """argparse type of --port: an integer 1-65535 (a bigger one reached uvicorn and ended in a traceback)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port: give 1-65535 (e.g. --port 5000)")
+    return port
+
+
 def cmd_server(args: argparse.Namespace) -> int:
     from orchestrator.server import serve_forever  # heavy: mlflow
 
-    return serve_forever(resolve_workdir(args.workdir), host=args.host, port=args.port,
-                         backend_store_uri=args.backend_store_uri, console=console)
+    workdir = resolve_workdir(args.workdir)
+    if args.backend_store_uri is None and not workdir.is_dir() and not workdir.parent.is_dir():  # a mistyped path
+        raise OrchestratorError(f"no working folder at {workdir}, nor its parent folder: nothing to serve; pass "
+                                "--workdir of an existing working folder (or of a new one inside an existing folder)")
+    return serve_forever(workdir, host=args.host, port=args.port, backend_store_uri=args.backend_store_uri,
+                         console=console)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:

@@ -43,3 +43,24 @@ def apply_thread_budget(threads: int | str | None = None) -> None:
         import torch  # heavy: only trial processes, which train with torch anyway, call this
 
         torch.set_num_threads(max(1, int(float(chosen))))
+
+
+def cpu_count() -> int:
+    """The CPUs this process may run on (its affinity, as SLURM or taskset set it), else the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs a trial started from here would see: CUDA_VISIBLE_DEVICES, else what torch counts."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g for g in env.split(",") if g.strip()]
+    try:
+        import torch  # heavy: only asked when a sweep wants GPUs and CUDA_VISIBLE_DEVICES is unset
+
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # noqa: BLE001 - no torch or no driver: no GPUs
+        return []

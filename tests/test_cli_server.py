@@ -68,3 +68,16 @@ def test_the_port_is_free_again_once_a_server_stopped(tmp_path: Path):
         conn.close()  # the server side closes first: its end of the connection goes to TIME_WAIT
         client.close()
     check_port("127.0.0.1", port)  # no error
+
+
+def test_a_port_out_of_range_or_a_missing_working_folder_is_one_line_and_exit_2(tmp_path: Path):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    for args, said in ((["--port", "99999"], "99999 is not a port"),
+                       (["--workdir", str(tmp_path / "none" / "runs")], "no working folder at")):
+        out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "server", *args], capture_output=True,
+                             text=True, timeout=60, env=env)
+        assert out.returncode == 2 and said in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert not (tmp_path / "none").exists()  # nothing created

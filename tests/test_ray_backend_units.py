@@ -221,3 +221,18 @@ def test_dry_run_for_a_remote_cluster_shows_the_trials_without_budgets(tmp_path,
     out = capsys.readouterr().out
     assert code == 0 and "remote: 2 trial(s)" in out and "dry run: nothing was written" in out
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_trial_larger_than_the_local_ray_is_refused_by_the_dry_run(tmp_path: Path):
+    """The private Ray a sweep starts has this machine's CPUs (or ray.num_cpus): a trial asking for more could
+    never start, so --dry-run refuses it, exit 2, nothing written (it used to pass, then fail after recording)."""
+    spec = tmp_path / "big.yaml"
+    spec.write_text("name: big\nbase: {preset: smoke}\nseeds: [0]\nray: {cpus_per_trial: 64}\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    for extra in ([], ["--dry-run"]):
+        out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "submit", str(spec), "--backend", "ray",
+                              "--workdir", str(tmp_path / "runs"), *extra], capture_output=True, text=True,
+                             timeout=120, env=env)
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert "asks for 64 CPU(s)" in out.stderr and "Traceback" not in out.stderr
+        assert not (tmp_path / "runs" / "sweeps" / "big").exists()

@@ -35,7 +35,7 @@ from orchestrator.preflight import planned_epochs
 from orchestrator.sections import LocalSection
 from orchestrator.status import (TrialStatus, is_recorded_process, pid_alive, read_status, trial_status,
                                  write_status)
-from orchestrator.process_env import thread_env
+from orchestrator.process_env import cpu_count, thread_env, visible_gpus
 from orchestrator.trial import Trial
 from orchestrator.workdir import TRIAL_LOG, SweepContext, read_trials, write_trial_record
 
@@ -51,25 +51,6 @@ class _Running:
     log: Any
     task: TaskID | None = None
     started: float = field(default_factory=time.time)
-
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-def _visible_gpus() -> list[str]:
-    env = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if env is not None:
-        return [g for g in env.split(",") if g.strip()]
-    try:
-        import torch  # heavy: only asked when a sweep wants GPUs and CUDA_VISIBLE_DEVICES is unset
-
-        return [str(i) for i in range(torch.cuda.device_count())]
-    except Exception:  # noqa: BLE001 - no torch or no driver: no GPUs
-        return []
 
 
 class LocalBackend(Backend):
@@ -90,7 +71,7 @@ class LocalBackend(Backend):
         """GPUs this machine does not show are refused before anything is recorded (and by --dry-run)."""
         opts = self.options(sweep)
         if opts.gpus_per_trial:
-            gpus = _visible_gpus()
+            gpus = visible_gpus()
             if len(gpus) < opts.gpus_per_trial:
                 raise OrchestratorError(f"local.gpus_per_trial: {opts.gpus_per_trial}, but this machine shows "
                                         f"{len(gpus)} GPU(s); lower it or run elsewhere")
@@ -140,12 +121,12 @@ class LocalBackend(Backend):
             return None
 
     def _capacity(self, opts: LocalSection) -> tuple[int, list[str]]:
-        cpus = _cpu_count()
+        cpus = cpu_count()
         slots = max(1, min(opts.max_parallel, cpus // opts.cpus_per_trial or 1))
         if slots < opts.max_parallel:
             self.console.print(f"[yellow]local: {cpus} CPU(s) allow {slots} trial(s) of {opts.cpus_per_trial} "
                                f"CPU(s) at a time (max_parallel is {opts.max_parallel})[/]")
-        gpus = _visible_gpus() if opts.gpus_per_trial else []
+        gpus = visible_gpus() if opts.gpus_per_trial else []
         if opts.gpus_per_trial:
             if len(gpus) < opts.gpus_per_trial:
                 raise OrchestratorError(f"local.gpus_per_trial is {opts.gpus_per_trial} but this machine shows "

@@ -37,6 +37,7 @@ from orchestrator.backends.ray.schedulers import asha_rungs, build_scheduler
 from orchestrator.backends.ray.session import STATE_FILE, local_ray_pids, ray_session, reap_orphans, wait_dead
 from orchestrator.backends.ray.trainable import (CANCEL_FILE, STOPPED_FILE, WORKER_FILE, ray_dir, record_early_stop,
                                                 stop_markers, train_trial)
+from orchestrator.process_env import cpu_count, visible_gpus
 from orchestrator.errors import OrchestratorError
 from orchestrator.preflight import planned_epochs
 from orchestrator.sections.ray import RaySection, mutation_bounds
@@ -60,7 +61,10 @@ class RayBackend(Backend):
         return super().options(sweep)  # type: ignore[return-value]
 
     def validate(self, sweep: SweepContext, trials: list[Trial]) -> None:
-        _check_trials(self.options(sweep), trials)
+        opts = self.options(sweep)
+        _check_trials(opts, trials)
+        if opts.address is None:  # the private Ray this sweep would start: its size is known now
+            _check_local_resources(opts)
 
     def submit(self, sweep: SweepContext, trials: list[Trial]) -> None:
         opts = self.options(sweep)
@@ -281,6 +285,18 @@ def _check_trials(opts: RaySection, trials: list[Trial]) -> None:
                     break
     if problems:
         raise OrchestratorError("ray.scheduler.hyperparam_mutations: " + "; ".join(dict.fromkeys(problems)))
+
+
+def _check_local_resources(opts: RaySection) -> None:
+    """The private Ray gets ``num_cpus``/``num_gpus`` or this machine's: a trial asking for more could never
+    start (Tune would wait for ever); refused before anything is recorded, and by --dry-run."""
+    cpus = opts.num_cpus if opts.num_cpus is not None else cpu_count()
+    gpus = opts.num_gpus if opts.num_gpus is not None else (len(visible_gpus()) if opts.gpus_per_trial else 0)
+    if opts.cpus_per_trial > cpus or opts.gpus_per_trial > gpus:
+        raise OrchestratorError(f"ray: a trial asks for {opts.cpus_per_trial:g} CPU(s) and {opts.gpus_per_trial:g} "
+                                f"GPU(s) but the local Ray would have {cpus} CPU(s) and {gpus} GPU(s); lower "
+                                "ray.cpus_per_trial/gpus_per_trial (e.g. ray.cpus_per_trial=1 "
+                                "ray.gpus_per_trial=0 here) or give ray.address of a bigger cluster")
 
 
 def _check_cluster(opts: RaySection) -> None:

@@ -15,6 +15,7 @@ import ray
 from rich.console import Console
 
 from convit.records import read_json
+from orchestrator.process_env import cpu_count
 from orchestrator.errors import OrchestratorError
 from orchestrator.sections import RaySection
 from orchestrator.status import pid_alive
@@ -53,7 +54,7 @@ def ray_session(opts: RaySection, console: Console | None = None) -> Iterator[No
         if opts.address:
             ray.init(address=opts.address, **common)
         else:
-            ray.init(address="local", num_cpus=opts.num_cpus or _cpu_count(), num_gpus=opts.num_gpus,
+            ray.init(address="local", num_cpus=opts.num_cpus or cpu_count(), num_gpus=opts.num_gpus,
                      include_dashboard=opts.dashboard, dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1",
                      object_store_memory=LOCAL_OBJECT_STORE_BYTES, **common)
     except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -127,9 +128,3 @@ def _forwarded_env() -> dict[str, str]:
             out[name] = str(Path(value).resolve()) if name == "CONVIT_DATA_ROOT" else value
     return out
 
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
