@@ -769,7 +769,8 @@ def report_sweep(ctx: SweepContext, warn: TextIO | None = None) -> bool:
                     trial_ids=[t.id for t in read_trials(ctx)])
         return True
     except Exception as exc:  # noqa: BLE001 - a report is never worth failing a finished sweep for
-        print(f"note: the sweep's summary was not written to MLflow ({type(exc).__name__}: "
-              f"{' '.join(str(exc).split())[:200]}); `convit-sweep compare {ctx.name}` makes it",
-              file=warn or sys.stderr)
+        why = " ".join(str(exc).split())[:200]
+        why = why if isinstance(exc, OrchestratorError) else f"{type(exc).__name__}: {why}"
+        print(f"note: the sweep's summary was not written to MLflow ({why}); `convit-sweep compare {ctx.name}` "
+              "makes it", file=warn or sys.stderr)
         return False
