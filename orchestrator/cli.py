@@ -36,7 +36,7 @@ from orchestrator.spec.marks import COMMAND_LINE
 from orchestrator.spec.model import MAX_TRIALS, NAME_PATTERN, SECTIONS
 from orchestrator.status import TrialStatus
 from orchestrator.trial import Trial
-from orchestrator.tracking_uri import check_tracking_uri, default_tracking_uri, sweep_tracking_uri
+from orchestrator.tracking_uri import check_uri_without_mlflow, default_tracking_uri, sweep_tracking_uri
 from orchestrator.workdir import WORKDIR_ENV, SweepContext, git_commit, read_trials, resolve_workdir, sweep_dir
 
 if TYPE_CHECKING:
@@ -201,7 +201,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
             plans = check_trials_data(trials, spec)
     workdir = resolve_workdir(args.workdir)
     uri = sweep_tracking_uri(workdir, spec.name, args.tracking_uri, spec.tracking.uri)
-    if uri != default_tracking_uri(workdir):  # the embedded store is created where it belongs
+    if uri != default_tracking_uri(workdir) and not check_uri_without_mlflow(uri):  # other schemes: MLflow judges
+        from orchestrator.tracking import check_tracking_uri  # heavy: mlflow, for schemes other than http/sqlite
+
         check_tracking_uri(uri)
     if args.dry_run:  # orchestrator.submit.make_context's record, without importing mlflow
         ctx = SweepContext(name=spec.name, workdir=workdir, tracking_uri=uri,

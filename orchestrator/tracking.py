@@ -26,7 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
-import urllib.request
 from urllib.parse import urlparse
 
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag, ViewType
@@ -36,10 +35,10 @@ from mlflow.tracking import MlflowClient
 from convit.records import CONFIG_FILE, read_json, read_metrics
 from orchestrator.errors import OrchestratorError
 from orchestrator.locks import exclusive
+from orchestrator.tracking_uri import DB_NAME, check_uri_without_mlflow, default_tracking_uri
 from orchestrator.mlflow_views import (EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, NOTE_TAG, attention_table_path,
                                        is_per_head as is_per_head_key, metric_name, split_per_head, sweep_note, view_tag)
 
-DB_NAME = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
 EPOCH_METRIC = "epoch"
 LOGGED_ARTIFACTS_TAG = "mlflow.loggedArtifacts"  # MLflow's list of table artifacts (rendered as tables)
@@ -51,35 +50,12 @@ ENV_TAGS = {"slurm_job_id": ("SLURM_ARRAY_JOB_ID", "SLURM_JOB_ID"), "slurm_array
 
 
 # ---------------------------------------------------------------------------------------------------- URIs
-# Which URI a sweep logs to is decided, mlflow-free, by orchestrator.tracking_uri (sweep_tracking_uri). It calls
-# check_tracking_uri below for the schemes only MLflow's store registry can judge, so this module cannot import it
-# (no import cycles): DB_NAME, default_tracking_uri and the http/sqlite checks stand in both, and
-# tests/test_cli_speed.py holds them to the same answers.
-def default_tracking_uri(workdir: Path) -> str:
-    """The embedded store: a sqlite file inside the working folder, no server."""
-    return f"sqlite:///{(workdir / DB_NAME).resolve()}"
-
-
 def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
     """Refuse, with one line saying what is wrong, a tracking URI that cannot work: a server that does not answer,
-    a sqlite file in a folder that does not exist, a scheme MLflow has no store for. Called before anything is
-    recorded, so a wrong URI costs an error message, not a half-recorded sweep."""
-    parsed = urlparse(uri)
-    if parsed.scheme in ("http", "https"):
-        try:
-            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as answer:
-                if answer.status == 200:
-                    return
-                reason = f"HTTP {answer.status}"
-        except (OSError, ValueError) as exc:
-            reason = str(getattr(exc, "reason", exc))
-        raise OrchestratorError(f"no MLflow server answers at {uri} ({reason}); start one (convit-sweep server) or "
-                                "fix --tracking-uri / tracking.uri")
-    db = _sqlite_path(uri)
-    if db is not None:
-        if not db.parent.is_dir():
-            raise OrchestratorError(f"tracking URI {uri}: the folder {db.parent} does not exist; create it or "
-                                    "choose another --tracking-uri")
+    a sqlite file in a folder that does not exist (orchestrator.tracking_uri.check_uri_without_mlflow), a scheme
+    MLflow has no store for. Called before anything is recorded, so a wrong URI costs an error message, not a
+    half-recorded sweep."""
+    if check_uri_without_mlflow(uri, timeout_s):
         return
     try:
         MlflowClient(tracking_uri=uri)._tracking_client.store  # noqa: SLF001 - resolves the scheme's store
@@ -188,6 +164,7 @@ class Tracker:
 
     def __init__(self, uri: str):
         self.uri = uri
+        self._tables: dict[str, list[dict[str, str]]] = {}  # run id -> its mlflow.loggedArtifacts, once read
         db = _sqlite_path(uri)
         if db is None:
             self.client = _RetryingClient(MlflowClient(tracking_uri=uri))
@@ -359,11 +336,12 @@ class Tracker:
             path = Path(tmp) / name
             path.write_text(json.dumps(table))
             self.client.log_artifact(run_id, str(path), folder or None)
-        tables = json.loads(self.client.get_run(run_id).data.tags.get(LOGGED_ARTIFACTS_TAG, "[]"))
+        if run_id not in self._tables:  # read once per run and process, not at every epoch
+            self._tables[run_id] = json.loads(self.client.get_run(run_id).data.tags.get(LOGGED_ARTIFACTS_TAG, "[]"))
         entry = {"path": artifact_file, "type": "table"}
-        if entry not in tables:
-            tables = [*tables, entry][-LOGGED_TABLES_LIMIT:]
-            self.set_tags(run_id, {LOGGED_ARTIFACTS_TAG: json.dumps(tables)})
+        if entry not in self._tables[run_id]:
+            self._tables[run_id] = [*self._tables[run_id], entry][-LOGGED_TABLES_LIMIT:]
+            self.set_tags(run_id, {LOGGED_ARTIFACTS_TAG: json.dumps(self._tables[run_id])})
 
     def log_final(self, run_id: str, final: Mapping[str, Any], epoch_keys: Iterable[str] = (), step: int = 0) -> None:
         """The final metrics that no epoch logged (``init/*`` at step 0, ``optimizer_steps``, tracking overhead…);

@@ -1,8 +1,7 @@
 """Where a sweep logs, decided without importing mlflow (about 2 s): what ``submit`` (dry run or not) and
-``--show-config`` need. :func:`sweep_tracking_uri` is the one precedence rule (orchestrator.submit.tracking_uri_for
-calls it). :mod:`orchestrator.tracking` keeps its own ``DB_NAME``, ``default_tracking_uri`` and http/sqlite checks,
-because this module hands it the URI schemes that need MLflow's own store registry to judge (neither http(s) nor
-sqlite), and an import back would be a cycle; tests/test_cli_speed.py checks that both give the same answers.
+``--show-config`` need. The one home of the embedded store's name, of :func:`sweep_tracking_uri` (the precedence
+rule; orchestrator.submit.tracking_uri_for calls it) and of the checks of http(s) and sqlite URIs;
+:func:`orchestrator.tracking.check_tracking_uri` adds MLflow's own judgement of the other schemes.
 """
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ from urllib.parse import urlparse
 from orchestrator.errors import OrchestratorError
 from orchestrator.workdir import recorded_tracking_uri
 
-DB_NAME = "mlflow.db"  # orchestrator.tracking.DB_NAME
+DB_NAME = "mlflow.db"  # the embedded store, in the working folder
 
 
 def default_tracking_uri(workdir: Path) -> str:
@@ -29,14 +28,16 @@ def sweep_tracking_uri(workdir: Path, name: str, cli_uri: str | None, spec_uri: 
             or default_tracking_uri(workdir))
 
 
-def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
-    """orchestrator.tracking.check_tracking_uri: one line saying what is wrong with a URI that cannot work."""
+def check_uri_without_mlflow(uri: str, timeout_s: float = 5.0) -> bool:
+    """Judge an http(s) or sqlite tracking URI (True: it can work; OrchestratorError with one line saying what is
+    wrong otherwise); False for any other scheme, which only MLflow's store registry can judge
+    (orchestrator.tracking.check_tracking_uri)."""
     parsed = urlparse(uri)
     if parsed.scheme in ("http", "https"):
         try:
             with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s) as answer:
                 if answer.status == 200:
-                    return
+                    return True
                 reason = f"HTTP {answer.status}"
         except (OSError, ValueError) as exc:
             reason = str(getattr(exc, "reason", exc))
@@ -47,7 +48,5 @@ def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
         if not db.parent.is_dir():
             raise OrchestratorError(f"tracking URI {uri}: the folder {db.parent} does not exist; create it or "
                                     "choose another --tracking-uri")
-        return
-    from orchestrator.tracking import check_tracking_uri as check_with_mlflow  # heavy: mlflow, rare schemes only
-
-    check_with_mlflow(uri, timeout_s)
+        return True
+    return False

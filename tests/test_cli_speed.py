@@ -193,12 +193,15 @@ def _verdict(check, uri: str) -> str | None:
 
 
 def test_the_tracking_uri_rules_give_the_same_answers_in_both_modules(tmp_path: Path, monkeypatch):
+    """The mlflow-free check (dry runs) judges http(s) and sqlite exactly as the full one does, and leaves every
+    other scheme to MLflow's store registry, which refuses an unknown one."""
     assert tracking.DB_NAME == tracking_uri.DB_NAME
     assert tracking.default_tracking_uri(tmp_path / "w") == tracking_uri.default_tracking_uri(tmp_path / "w")
     for uri in (tracking_uri.default_tracking_uri(tmp_path), f"sqlite:///{tmp_path / 'no' / 'mlflow.db'}",
-                f"http://127.0.0.1:{_free_port()}", "nosuch://x"):
-        assert _verdict(tracking.check_tracking_uri, uri) == _verdict(tracking_uri.check_tracking_uri, uri), uri
-    assert _verdict(tracking_uri.check_tracking_uri, "nosuch://x") is not None
+                f"http://127.0.0.1:{_free_port()}"):
+        assert _verdict(tracking.check_tracking_uri, uri) == _verdict(tracking_uri.check_uri_without_mlflow, uri), uri
+    assert tracking_uri.check_uri_without_mlflow("nosuch://x") is False
+    assert _verdict(tracking.check_tracking_uri, "nosuch://x") is not None
 
 
 def test_a_sweep_logs_where_it_was_first_submitted(tmp_path: Path, monkeypatch):

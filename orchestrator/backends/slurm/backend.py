@@ -46,7 +46,6 @@ from orchestrator.workdir import SweepContext, read_trials
 CANCEL_WAIT_S = 120.0
 _QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "SUSPENDED", "PREEMPTED"}
 _RUNNING = {"RUNNING", "COMPLETING", "SIGNALING", "STAGE_OUT", "RESIZING", "STOPPED"}
-_FAILED = FAILED_STATES
 
 
 @dataclass
@@ -243,7 +242,7 @@ class SlurmBackend(Backend):
         where += f" · {restarts} restart{'s' if restarts != 1 else ''}" if restarts else ""
         if status.state == "done":
             status.detail = where
-        elif status.state == "failed" or task.state in _FAILED:
+        elif status.state == "failed" or task.state in FAILED_STATES:
             reason = status.detail or f"SLURM {task.state} (exit code {task.exit_code or '?'})"
             tail = stderr_tail(sweep, task.job_id)
             info["stderr_tail"] = tail
