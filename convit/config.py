@@ -39,7 +39,9 @@ from .presets import PRESETS
 __all__ = [
     "ConfigError",
     "ConfigIssue",
+    "DATASETS",
     "MODEL_NAMES",
+    "NormStats",
     "PRESETS",
     "ResolvedTrial",
     "TrialConfig",
@@ -52,10 +54,17 @@ MODEL_NAMES: tuple[str, ...] = CONVIT_MODELS + DEIT_MODELS
 #: Fields that cannot change a trial's results; they are left out of `config_hash()` so that moving the
 #: data, changing loader workers (sample augmentation is seeded per sample, not per worker) or the
 #: checkpoint cadence neither breaks resume nor splits one trial into two.
-NON_RESULT_FIELDS: frozenset[str] = frozenset({"data_root", "num_workers", "checkpoint_every"})
+NON_RESULT_FIELDS: frozenset[str] = frozenset({"data_root", "download", "num_workers", "checkpoint_every"})
 #: Keys added after trials were first run, with their default: left out of the hash at that default, so a trial
 #: id (and a submitted sweep's resumability) does not change when the code gains a key that changes nothing.
-LATER_FIELDS: dict[str, Any] = {"init_checkpoint": None}
+LATER_FIELDS: dict[str, Any] = {"init_checkpoint": None, "image_column": "image", "label_column": "label",
+                                "norm_stats": "dataset"}
+
+#: The ``dataset`` names (convit.data.sources says where each reads from) and the class count of the named ones.
+DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "mnist", "fashion_mnist", "kmnist", "svhn", "stl10",
+                             "imagefolder", "hf", "synthetic")
+DATASET_CLASSES: dict[str, int] = {"cifar10": 10, "cifar100": 100, "mnist": 10, "fashion_mnist": 10, "kmnist": 10,
+                                   "svhn": 10, "stl10": 10}
 
 #: Keys of which exactly one states a quantity (the budget; the warm-up); see the module docstring.
 BUDGET_KEYS: tuple[str, ...] = ("epochs", "train_images", "train_steps")
@@ -162,8 +171,10 @@ class _SharedModelKwargs(_NumbersAreNumbers):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    img_size: int = Field(224, ge=8)
+    img_size: int = Field(224, ge=8, description="default: the dataset's native size (convit.data)")
     patch_size: int = Field(16, ge=1)
+    in_chans: Literal[1, 3] = Field(3, description="default: the dataset's channels; 3 on grayscale data "
+                                    "repeats the channel")
     depth: int = Field(12, ge=1, le=48, description="number of transformer blocks")
     num_heads: int = Field(4, ge=1, le=64, description="attention heads per block (default: the variant's)")
     embed_dim: int = Field(192, ge=1, le=4096, description="total width (heads x per-head dim; default: the variant's)")
@@ -174,10 +185,29 @@ class _SharedModelKwargs(_NumbersAreNumbers):
 
     @model_validator(mode="after")
     def _grid(self) -> "_SharedModelKwargs":
-        if self.img_size % self.patch_size:
+        # without an explicit img_size the dataset's native size is used: convit.data checks that grid
+        if "img_size" in self.model_fields_set and self.img_size % self.patch_size:
             raise ValueError(
                 f"img_size ({self.img_size}) must be a multiple of patch_size ({self.patch_size})"
             )
+        return self
+
+
+class NormStats(BaseModel):
+    """Explicit input normalisation, one value per channel, in [0, 1] pixel units (what torchvision's
+    Normalize takes after ToTensor)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    mean: list[float] = Field(min_length=1, max_length=3)
+    std: list[float] = Field(min_length=1, max_length=3)
+
+    @model_validator(mode="after")
+    def _same_length(self) -> "NormStats":
+        if len(self.mean) != len(self.std) or len(self.mean) == 2:
+            raise ValueError("mean and std need one value per channel each (1 or 3 values)")
+        if any(s <= 0 for s in self.std):
+            raise ValueError("std values must be > 0")
         return self
 
 
@@ -194,7 +224,6 @@ class _ConvitModelKwargs(_SharedModelKwargs):
 
 _RESERVED_MODEL_KWARGS = {
     "num_classes": "is set from the dataset; use the top-level 'num_classes' to keep the first N classes",
-    "in_chans": "is set from the dataset (RGB, 3 channels)",
 }
 
 
@@ -280,8 +309,16 @@ class TrialConfig(_NumbersAreNumbers):
         "(convit.models.finetune)")
 
     # data
-    dataset: Literal["cifar10", "imagefolder", "synthetic"] = "imagefolder"
+    dataset: str = Field("imagefolder", description="one of " + ", ".join(DATASETS) + " (convit.data.sources)")
     data_root: str | None = Field(None, description="dataset folder; default: env CONVIT_DATA_ROOT")
+    download: bool = Field(False, description="named datasets: fetch the files with torchvision's downloader "
+                           "into data_root when they are missing (needs network)")
+    image_column: str = Field("image", min_length=1, description="hf only: the column holding the images")
+    label_column: str = Field("label", min_length=1, description="hf only: the column holding the class labels")
+    norm_stats: Literal["dataset", "imagenet"] | NormStats = Field(
+        "dataset", description="input normalisation: 'dataset' (published values for the named datasets, else "
+        "computed from the training images and cached), 'imagenet' (timm's ImageNet values, e.g. to fine-tune "
+        "ImageNet weights), or {mean: [...], std: [...]} with one value per channel")
     data_fraction: float = Field(1.0, gt=0.0, le=1.0, description="stratified, seeded, nested subset")
     num_classes: int | None = Field(None, ge=2, description="keep the first N classes (sorted); synthetic: N")
     synthetic_train_size: int = Field(256, ge=1, le=10_000_000, description="synthetic dataset only")
@@ -359,6 +396,13 @@ class TrialConfig(_NumbersAreNumbers):
             raise ValueError(f"unknown model '{v}'{_did_you_mean(v, MODEL_NAMES)}; choose from {list(MODEL_NAMES)}")
         return v
 
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, v: str) -> str:
+        if v not in DATASETS:
+            raise ValueError(f"unknown dataset '{v}'{_did_you_mean(v, DATASETS)}; choose from {list(DATASETS)}")
+        return v
+
     @field_validator("init_checkpoint")
     @classmethod
     def _checkpoint_path(cls, v: str | None) -> str | None:
@@ -390,8 +434,13 @@ class TrialConfig(_NumbersAreNumbers):
     @model_validator(mode="after")
     def _cross_checks(self) -> "TrialConfig":
         issues = []
-        if self.dataset == "cifar10" and self.num_classes is not None and self.num_classes > 10:
-            issues.append(ConfigIssue("num_classes", "CIFAR-10 has 10 classes"))
+        known = DATASET_CLASSES.get(self.dataset)
+        if known is not None and self.num_classes is not None and self.num_classes > known:
+            issues.append(ConfigIssue("num_classes", f"{self.dataset} has {known} classes"))
+        channels = self.model_kwargs.get("in_chans")
+        if isinstance(self.norm_stats, NormStats) and channels and len(self.norm_stats.mean) != channels:
+            issues.append(ConfigIssue("norm_stats", f"{len(self.norm_stats.mean)} value(s) per statistic for "
+                                                    f"in_chans={channels}: give one per channel"))
         for group in EXCLUSIVE_GROUPS:
             chosen = [k for k in group if getattr(self, k) is not None]
             if len(chosen) > 1:
@@ -462,7 +511,6 @@ class TrialConfig(_NumbersAreNumbers):
             world_size=world_size,
             batch_per_rank=self.batch_size // world_size,
             amp=amp,
-            img_size=int(self.model_kwargs.get("img_size", 224)),
         )
 
 
@@ -474,7 +522,6 @@ class ResolvedTrial:
     world_size: int
     batch_per_rank: int
     amp: str
-    img_size: int
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

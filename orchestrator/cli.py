@@ -24,6 +24,7 @@ from rich.table import Table
 from convit.exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from orchestrator.backends import BACKENDS, get_backend
 from orchestrator.backends.base import Backend
+from orchestrator import data_door
 from orchestrator.completion import script as completion_script
 from orchestrator.errors import BackendUnavailable, OrchestratorError, SpecError, SpecIssue
 from orchestrator.keys import leaf_name
@@ -143,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_port, default=5000, help="port, 1-65535 (default 5000)")
     p.add_argument("--backend-store-uri", help="default: sqlite:///<workdir>/mlflow.db")
     p.add_argument("--workdir", type=Path, help=f"working folder (default ./runs or ${WORKDIR_ENV})")
+
+    data_door.add_parser(sub)
 
     p = sub.add_parser("completion", help="print a shell completion script (bash or zsh)",
                        description="Print a completion script for COMMAND names, options, sweep files and the "
@@ -613,7 +616,11 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return _report(args, ctx, backend, resume_sweep(ctx, backend))
 
 
-COMMANDS = {"submit": cmd_submit, "status": cmd_status, "cancel": cmd_cancel, "compare": cmd_compare,
+def cmd_data(args: argparse.Namespace) -> int:
+    return data_door.cmd_data(args, console)
+
+
+COMMANDS = {"data": cmd_data, "submit": cmd_submit, "status": cmd_status, "cancel": cmd_cancel, "compare": cmd_compare,
             "train": cmd_train, "server": cmd_server, "resume": cmd_resume, "list": cmd_list,
             "completion": cmd_completion}
 
@@ -625,7 +632,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_train(argparse.Namespace(args=argv[1:]))
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if args.command == "submit" and extra and not any(e.startswith("-") for e in extra):
+    if args.command in ("submit", "data") and extra and not any(e.startswith("-") for e in extra):
         args.overrides = [*args.overrides, *extra]  # key=value given after options
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -1,38 +1,41 @@
-"""Data for one trial: sources (CIFAR-10 npz, ImageFolder, synthetic), the nested subset, transforms.
+"""Data for one trial: the dataset (named layouts, ImageFolder, Hugging Face, synthetic: convit.data.sources), the
+model's input geometry and normalisation, the validation split, the nested subset, the transforms.
 
-`check_data(cfg)` validates everything a trial needs (folder, files, subset size vs batch) without
-decoding images, so a CLI can refuse bad input before writing anything.  `build_data(cfg)` returns the
-`TrialData` the engine trains on.
+`check_data(cfg)` validates everything a trial needs (folder, files, image size vs patch size, subset size vs
+batch) without decoding images beyond a few headers, so a CLI can refuse bad input before writing anything.
+`build_data(cfg)` returns the `TrialData` the engine trains on.
 
-Importing this package and `check_data` are torch-free (numpy, PIL and the files): the torch datasets and timm's
-transforms (`dataset`, `transforms`) are imported by `build_data`, and `TrainDataset`/`EvalDataset` on first
-access; the recipe names are checked by `recipe` (timm only where its tested lists do not answer).
+Importing this package, and `check_data` on this project's CIFAR-10 arrays, ImageFolder trees and synthetic data,
+are torch-free (numpy, PIL and the files; torchvision's readers of the named layouts import torch): the torch
+datasets and timm's transforms (`dataset`, `transforms`) are imported by `build_data`, and
+`TrainDataset`/`EvalDataset` on first access; the recipe names are checked by `recipe`.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..config import TrialConfig
-from .budget import TrainingPlan, plan_budget
 from . import sources
+from .budget import TrainingPlan, plan_budget
 from .errors import DataError
 from .order import EpochBatchSampler, epoch_order, steps_per_epoch
 from .recipe import check_recipe_names
+from .sources import Stats
 from .split import validation_split
+from .stats import resolve_stats
 from .subset import nested_subset, subset_record
 
 if TYPE_CHECKING:
     from .dataset import EvalDataset, TrainDataset
 
-__all__ = ["DataError", "EpochBatchSampler", "EvalDataset", "TrainDataset", "TrainingPlan", "TrialData", "build_data",
-           "check_data", "epoch_order", "nested_subset", "plan_budget", "steps_per_epoch", "subset_record",
-           "validation_split"]
+__all__ = ["DataError", "EpochBatchSampler", "EvalDataset", "Geometry", "TrainDataset", "TrainingPlan", "TrialData",
+           "build_data", "check_data", "data_geometry", "epoch_order", "nested_subset", "plan_budget",
+           "steps_per_epoch", "subset_record", "validation_split"]
 
 
 def __getattr__(name: str) -> Any:
@@ -42,6 +45,19 @@ def __getattr__(name: str) -> Any:
 
         return getattr(dataset, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What the model is built for: ``img_size`` (square, pixels), ``in_chans`` (1 or 3), ``patch_size``."""
+
+    img_size: int
+    in_chans: int
+    patch_size: int
+
+    def model_kwargs(self, cfg: TrialConfig) -> dict[str, Any]:
+        """The config's model_kwargs completed with the dataset's size and channels (what create_model takes)."""
+        return {**cfg.model_kwargs, "img_size": self.img_size, "in_chans": self.in_chans}
 
 
 @dataclass
@@ -56,20 +72,37 @@ class TrialData:
     subset: np.ndarray
     subset_record: dict
     num_classes: int
+    geometry: Geometry
+    stats: Stats
 
 
-def _train_labels(cfg: TrialConfig) -> np.ndarray:
-    """Training labels after the class limit, computed without decoding pixels."""
-    if cfg.dataset == "synthetic":
-        n = cfg.num_classes or 10
-        return np.arange(cfg.synthetic_train_size) % n
-    root = sources.resolve_root(cfg.data_root, cfg.dataset)
-    if cfg.dataset == "cifar10":
-        labels = sources.cifar10_train_labels(root)
-        return labels[labels < (cfg.num_classes or 10)]
-    classes = sources.imagefolder_classes(root, cfg.num_classes)
-    counts = [sum(1 for e in (root / "train" / c).iterdir() if e.is_file()) for c in classes]
-    return np.repeat(np.arange(len(classes)), counts)
+def divisors(n: int) -> list[int]:
+    """The patch sizes that divide an image of ``n`` pixels into a grid of at least 2x2."""
+    return [d for d in range(2, n // 2 + 1) if n % d == 0]
+
+
+def data_geometry(cfg: TrialConfig, splits: sources.Splits | None = None) -> Geometry:
+    """The image size and channels the trial's model gets: the config's when set, else the dataset's own.
+    Raises DataError (key model_kwargs.*) for RGB data asked to be one channel, images of differing sizes with
+    no img_size, or a patch size that does not divide the image size."""
+    splits = splits or sources.open_splits(cfg)
+    kw = cfg.model_kwargs
+    in_chans = int(kw.get("in_chans", splits.channels))
+    if in_chans == 1 and splits.channels == 3:
+        raise DataError(f"model_kwargs.in_chans=1 but '{cfg.dataset}' is RGB; remove it (grayscale data trains with "
+                        "1 channel by default, RGB with 3)", key="model_kwargs.in_chans")
+    img_size = kw.get("img_size") or splits.native_size
+    if img_size is None:
+        seen = ", ".join(f"{w}x{h}" for w, h in splits.sizes_seen[:4])
+        raise DataError(f"the images of '{cfg.dataset}' differ in size or are not square ({seen}): set "
+                        "model_kwargs.img_size (they are resized and cropped to it)", key="model_kwargs.img_size")
+    patch = int(kw.get("patch_size", 16))
+    if img_size % patch:
+        where = "model_kwargs.img_size" if "img_size" in kw else f"the native size of '{cfg.dataset}'"
+        raise DataError(f"patch_size={patch} does not divide img_size={img_size} ({where}): choose a patch_size "
+                        f"among {divisors(int(img_size))[:8]}, or set model_kwargs.img_size to a multiple of {patch}",
+                        key="model_kwargs.patch_size")
+    return Geometry(int(img_size), in_chans, patch)
 
 
 def _subset_indices(labels: np.ndarray, cfg: TrialConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -87,11 +120,13 @@ def check_init_checkpoint(cfg: TrialConfig) -> None:
 
 
 def check_data(cfg: TrialConfig, world_size: int = 1) -> TrainingPlan:
-    """The trial's training plan; raises DataError (with the key to fix) if the data is missing or does not
-    fit the batch size and budget, or if a recipe name timm does not know would only fail inside the trial
-    (the optimizer, the RandAugment string).  Decodes no pixels."""
+    """The trial's training plan; raises DataError (with the key to fix) if the data is missing, its images do
+    not fit the model (channels, patch size), the subset does not fit the batch size and budget, or a recipe name
+    timm does not know would only fail inside the trial (the optimizer, the RandAugment string)."""
     check_recipe_names(cfg)
-    labels = _train_labels(cfg)
+    splits = sources.open_splits(cfg)
+    data_geometry(cfg, splits)
+    labels = splits.train.labels
     if len(labels) == 0:
         raise DataError(f"dataset '{cfg.dataset}' has no training images")
     subset, _ = _subset_indices(labels, cfg)
@@ -110,31 +145,27 @@ def check_data(cfg: TrialConfig, world_size: int = 1) -> TrainingPlan:
     return plan_budget(cfg, n)
 
 
-def _splits(cfg: TrialConfig, img_size: int) -> sources.Splits:
-    if cfg.dataset == "synthetic":
-        return sources.synthetic(cfg.synthetic_train_size, cfg.synthetic_val_size, cfg.num_classes, img_size)
-    root = sources.resolve_root(cfg.data_root, cfg.dataset)
-    if cfg.dataset == "cifar10":
-        return sources.cifar10(root, cfg.num_classes)
-    return sources.imagefolder(root, cfg.num_classes)
-
-
 def build_data(cfg: TrialConfig) -> TrialData:
+    """The trial's datasets, built from ``cfg`` (raises DataError like `check_data`)."""
     from .dataset import EvalDataset, TrainDataset  # heavy: torch, only to train
     from .transforms import eval_transform, train_transform  # heavy: timm, torch, only to train
 
-    img_size = cfg.resolve().img_size
-    splits = _splits(cfg, img_size)
+    splits = sources.open_splits(cfg)
+    geometry = data_geometry(cfg, splits)
+    stats = resolve_stats(cfg, splits, geometry.in_chans)
+    mode = "L" if geometry.in_chans == 1 else "RGB"
     labels = splits.train.labels
     subset, val = _subset_indices(labels, cfg)
-    evaluate = eval_transform(cfg, img_size, splits.mean, splits.std)
+    evaluate = eval_transform(cfg, geometry.img_size, stats.mean, stats.std)
     record = subset_record(labels, subset)
     record["val"] = subset_record(labels, val)
     return TrialData(
-        train=TrainDataset(splits.train, train_transform(cfg, img_size, splits.mean, splits.std)),
-        val=EvalDataset(splits.train.take(val), evaluate),
-        test=EvalDataset(splits.test, evaluate),
+        train=TrainDataset(splits.train, train_transform(cfg, geometry.img_size, stats.mean, stats.std), mode),
+        val=EvalDataset(splits.train.take(val), evaluate, mode),
+        test=EvalDataset(splits.test, evaluate, mode),
         subset=subset,
         subset_record=record,
         num_classes=splits.num_classes,
+        geometry=geometry,
+        stats=stats,
     )

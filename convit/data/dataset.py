@@ -8,6 +8,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from .sources import Source
@@ -33,18 +34,23 @@ def seeded(seed: int) -> Iterator[None]:
         torch.random.set_rng_state(pt)
 
 
-class TrainDataset(Dataset):
-    """Indexed by (source index, seed) pairs, as produced by `EpochBatchSampler`."""
+def _in_mode(image: Image.Image, mode: str) -> Image.Image:
+    return image if image.mode == mode else image.convert(mode)
 
-    def __init__(self, source: Source, transform: Callable):
-        self.source, self.transform = source, transform
+
+class TrainDataset(Dataset):
+    """Indexed by (source index, seed) pairs, as produced by `EpochBatchSampler`; images are converted to
+    ``mode`` ("L": the model has one input channel, "RGB": three)."""
+
+    def __init__(self, source: Source, transform: Callable, mode: str = "RGB"):
+        self.source, self.transform, self.mode = source, transform, mode
 
     def __len__(self) -> int:
         return len(self.source)
 
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
         index, seed = key
-        image = self.source.image(index)
+        image = _in_mode(self.source.image(index), self.mode)
         with seeded(seed):
             x = self.transform(image)
         return x, int(self.source.labels[index])
@@ -53,11 +59,11 @@ class TrainDataset(Dataset):
 class EvalDataset(Dataset):
     """Deterministic transform: no seeding needed."""
 
-    def __init__(self, source: Source, transform: Callable):
-        self.source, self.transform = source, transform
+    def __init__(self, source: Source, transform: Callable, mode: str = "RGB"):
+        self.source, self.transform, self.mode = source, transform, mode
 
     def __len__(self) -> int:
         return len(self.source)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.transform(self.source.image(index)), int(self.source.labels[index])
+        return self.transform(_in_mode(self.source.image(index), self.mode)), int(self.source.labels[index])

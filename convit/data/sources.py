@@ -1,8 +1,23 @@
 """Raw image sources: where pixels and labels come from, before subsetting and augmentation.
 
-A source is indexable (``source.image(i)`` → PIL image) and exposes all its labels up front, so that
-subsets can be drawn without touching any pixels.  CIFAR-10 arrays are decompressed once per process
-(`functools.lru_cache`): a sweep running many trials in one worker pays the ~1 s load once.
+A dataset is opened once per process (`open_splits`, cached): its train and test `Source`s expose every label up
+front, so subsets are drawn without touching pixels, and decode one image at a time (``source.image(i)`` → a PIL
+image in the dataset's own mode: "L" for grayscale, "RGB" otherwise). The readers live in their own modules:
+
+=================  =======================================================  ====================================
+``dataset``        layout under ``data_root``                               module
+=================  =======================================================  ====================================
+cifar10            this project's npz arrays, or ``cifar-10-batches-py``    `named` (torchvision's CIFAR10)
+cifar100           ``cifar-100-python``                                     `named` (torchvision's CIFAR100)
+mnist              ``MNIST/raw/*-ubyte``                                    `named` (torchvision's MNIST)
+fashion_mnist      ``FashionMNIST/raw/*-ubyte``                             `named` (torchvision's FashionMNIST)
+kmnist             ``KMNIST/raw/*-ubyte``                                   `named` (torchvision's KMNIST)
+svhn               ``train_32x32.mat``, ``test_32x32.mat``                  `named` (torchvision's SVHN)
+stl10              ``stl10_binary/{train,test}_{X,y}.bin`` (labelled)       `named` (torchvision's STL10)
+imagefolder        ``train/<class>/*``, ``val/<class>/*`` (or ``test/``)     `folder`
+hf                 a Hugging Face ``save_to_disk`` folder, or parquet files `huggingface`
+synthetic          nothing (generated)                                      `synthetic`
+=================  =======================================================  ====================================
 """
 
 from __future__ import annotations
@@ -11,24 +26,32 @@ import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Protocol
 
 import numpy as np
 from PIL import Image
 
+from ..config import DATASETS, TrialConfig
 from .errors import DataError
 
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-CIFAR10_TRAIN_FILES = tuple(f"train_{i}.npz" for i in range(5))
-CIFAR10_TEST_FILE = "test.npz"
 DATA_ROOT_ENV = "CONVIT_DATA_ROOT"
+
+
+class Source(Protocol):
+    """One split of a dataset: ``labels`` (int64, one per image) and ``image(i)`` (PIL, the dataset's mode)."""
+
+    labels: np.ndarray
+
+    def __len__(self) -> int: ...
+
+    def image(self, i: int) -> Image.Image: ...
+
+    def take(self, keep: np.ndarray) -> "Source": ...
 
 
 @dataclass
 class ArraySource:
-    """Images held in memory as uint8 NHWC (CIFAR-10, synthetic)."""
+    """Images held in memory as uint8, NHWC (RGB) or NHW (grayscale): the named datasets, synthetic."""
 
     images: np.ndarray
     labels: np.ndarray
@@ -45,36 +68,51 @@ class ArraySource:
 
 @dataclass
 class FileSource:
-    """Images on disk, decoded on demand (ImageFolder)."""
+    """Images on disk, decoded on demand (ImageFolder); ``mode`` is the PIL mode every image is converted to."""
 
     paths: list[str]
     labels: np.ndarray
-    classes: list[str] = field(default_factory=list)
+    mode: str = "RGB"
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def image(self, i: int) -> Image.Image:
         with Image.open(self.paths[i]) as img:
-            return img.convert("RGB")
+            return img.convert(self.mode)
 
     def take(self, keep: np.ndarray) -> "FileSource":
-        return FileSource([self.paths[i] for i in keep], self.labels[keep], self.classes)
+        return FileSource([self.paths[i] for i in keep], self.labels[keep], self.mode)
 
 
-Source = ArraySource | FileSource
+@dataclass(frozen=True)
+class Stats:
+    """Per-channel normalisation: ``mean``/``std`` in [0, 1] units (one value per channel), and where they
+    come from (a citation, "computed over N training images", or "config")."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    source: str
 
 
 @dataclass
 class Splits:
-    """The train and test sources of one dataset (ImageFolder: train/ and val/), with its class count and
-    normalisation.  The validation split is carved out of ``train`` (convit.data.split)."""
+    """A dataset as a trial sees it: train and test sources (the validation split is carved out of ``train``
+    by convit.data.split), class names, channels (1 or 3), the native square image size (None when images
+    differ in size) and the known normalisation (None: computed from the training images, convit.data.stats)."""
 
     train: Source
     test: Source
-    num_classes: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
+    classes: list[str]
+    channels: int
+    native_size: int | None
+    known_stats: Stats | None = None
+    sizes_seen: list[tuple[int, int]] = field(default_factory=list)
+    fingerprint: str = ""  # identifies the files (for the statistics cache); empty for in-memory data
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
 
 
 def resolve_root(data_root: str | None, dataset: str) -> Path:
@@ -89,92 +127,54 @@ def resolve_root(data_root: str | None, dataset: str) -> Path:
     return root
 
 
-def check_cifar10(root: Path) -> None:
-    missing = [f for f in CIFAR10_TRAIN_FILES + (CIFAR10_TEST_FILE,) if not (root / f).is_file()]
-    if missing:
-        raise DataError(f"CIFAR-10 files missing in {str(root)!r}: {missing} "
-                        "(expected the npz layout of shared/data/cifar10_jpeg)")
-
-
-@functools.lru_cache(maxsize=2)
-def _load_cifar10(root: str) -> tuple[ArraySource, ArraySource]:
-    def load(names: tuple[str, ...]) -> ArraySource:
-        parts = [np.load(Path(root) / n) for n in names]
-        return ArraySource(np.concatenate([p["images"] for p in parts]),
-                           np.concatenate([p["labels"] for p in parts]).astype(np.int64))
-
-    return load(CIFAR10_TRAIN_FILES), load((CIFAR10_TEST_FILE,))
-
-
-def cifar10_train_labels(root: Path) -> np.ndarray:
-    """Train labels only (cheap: the npz members are decompressed one by one)."""
-    check_cifar10(root)
-    return np.concatenate([np.load(root / n)["labels"] for n in CIFAR10_TRAIN_FILES]).astype(np.int64)
-
-
-def _first_classes(src: Source, n: int | None) -> Source:
+def first_classes(splits: Splits, n: int | None) -> Splits:
+    """Keep the first ``n`` classes (labels < n) of both splits; ``None`` keeps all."""
     if n is None:
-        return src
-    keep = np.flatnonzero(src.labels < n)
-    if isinstance(src, ArraySource):
-        return src.take(keep)
-    return FileSource([src.paths[i] for i in keep], src.labels[keep], src.classes[:n])
+        return splits
+    if n > splits.num_classes:
+        raise DataError(f"num_classes={n} but the dataset has {splits.num_classes} classes", key="num_classes")
+    keep = lambda src: src.take(np.flatnonzero(src.labels < n))  # noqa: E731
+    return Splits(keep(splits.train), keep(splits.test), splits.classes[:n], splits.channels, splits.native_size,
+                  splits.known_stats, splits.sizes_seen, splits.fingerprint)
 
 
-def cifar10(root: Path, num_classes: int | None) -> Splits:
-    check_cifar10(root)
-    train, val = _load_cifar10(str(root.resolve()))
-    n = num_classes or 10
-    return Splits(_first_classes(train, num_classes), _first_classes(val, num_classes), n,
-                  CIFAR10_MEAN, CIFAR10_STD)
+def _reader(dataset: str) -> Callable[..., Splits]:
+    if dataset == "imagefolder":
+        from .folder import read_imagefolder
+
+        return read_imagefolder
+    if dataset == "hf":
+        from .huggingface import read_hf
+
+        return read_hf
+    from .named import read_named
+
+    return functools.partial(read_named, dataset)
 
 
-def _folder(split_dir: Path, classes: list[str]) -> FileSource:
-    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset  # heavy: torch; only to build the data
-
-    class_to_idx = {c: i for i, c in enumerate(classes)}
-    try:
-        samples = make_dataset(str(split_dir), class_to_idx, extensions=IMG_EXTENSIONS)
-    except FileNotFoundError as err:
-        raise DataError(f"{split_dir}: {err}") from None
-    return FileSource([p for p, _ in samples], np.array([t for _, t in samples], dtype=np.int64), classes)
-
-
-def imagefolder_classes(root: Path, num_classes: int | None) -> list[str]:
-    """Sorted class folder names of root/train (the first N when a limit is set)."""
-    for split in ("train", "val"):
-        if not (root / split).is_dir():
-            raise DataError(f"ImageFolder layout expects {str(root / split)!r} with one folder per class")
-    classes = sorted(e.name for e in os.scandir(root / "train") if e.is_dir())
-    if not classes:
-        raise DataError(f"no class folders in {str(root / 'train')!r}")
-    if num_classes is not None:
-        if num_classes > len(classes):
-            raise DataError(f"num_classes={num_classes} but {root / 'train'} has {len(classes)} classes")
-        classes = classes[:num_classes]
-    return classes
+@functools.lru_cache(maxsize=4)
+def _open(dataset: str, root: str, download: bool, image_column: str, label_column: str) -> Splits:
+    reader = _reader(dataset)
+    if dataset == "hf":
+        return reader(Path(root), image_column, label_column)
+    if dataset == "imagefolder":
+        return reader(Path(root))
+    return reader(Path(root), download)
 
 
-def imagefolder(root: Path, num_classes: int | None) -> Splits:
-    classes = imagefolder_classes(root, num_classes)
-    return Splits(_folder(root / "train", classes), _folder(root / "val", classes), len(classes),
-                  IMAGENET_MEAN, IMAGENET_STD)
+def open_splits(cfg: TrialConfig) -> Splits:
+    """The trial's dataset with its class limit applied (cached per process: a sweep worker reads it once).
+    Raises DataError with what to fix when the files are missing or in another layout."""
+    if cfg.dataset == "synthetic":
+        from .synthetic import synthetic
 
-
-def synthetic(train_size: int, val_size: int, num_classes: int | None, img_size: int) -> Splits:
-    """A learnable toy problem for smoke tests: each class is a fixed coarse colour pattern plus noise.
-
-    It is the same for every seed (like a real dataset), so seeds only change subsets and training.
-    """
-    n_cls = num_classes or 10
-    rng = np.random.default_rng(20210319)
-    patterns = rng.integers(0, 256, size=(n_cls, 4, 4, 3)).astype(np.float32)
-    reps = -(-img_size // 4)
-
-    def make(n: int) -> ArraySource:
-        labels = np.arange(n, dtype=np.int64) % n_cls
-        base = np.kron(patterns[labels], np.ones((1, reps, reps, 1), np.float32))[:, :img_size, :img_size]
-        noise = rng.normal(0.0, 40.0, size=base.shape)
-        return ArraySource(np.clip(base + noise, 0, 255).astype(np.uint8), labels)
-
-    return Splits(make(train_size), make(val_size), n_cls, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+        return synthetic(cfg.synthetic_train_size, cfg.synthetic_val_size, cfg.num_classes,
+                         int(cfg.model_kwargs.get("img_size", 32)))
+    if cfg.download and cfg.dataset in ("imagefolder", "hf"):
+        raise DataError(f"download applies to the named datasets ({', '.join(DATASETS[:7])}), not to "
+                        f"'{cfg.dataset}': remove it", key="download")
+    root = resolve_root(cfg.data_root, cfg.dataset)
+    if cfg.download:
+        root.mkdir(parents=True, exist_ok=True)
+    splits = _open(cfg.dataset, str(root.resolve()), cfg.download, cfg.image_column, cfg.label_column)
+    return first_classes(splits, cfg.num_classes)

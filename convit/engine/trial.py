@@ -31,7 +31,8 @@ from torch.utils.data import DataLoader
 
 from .. import analysis, records
 from ..config import TrialConfig
-from ..data import DataError, EpochBatchSampler, TrainingPlan, TrialData, build_data, check_data
+from ..data import DataError, EpochBatchSampler, TrainingPlan, TrialData, build_data, check_data, data_geometry
+from ..data.sources import open_splits
 from ..data.dataset import seeded
 from ..models import InitCheckpointError, adapt_state_dict, create_model, load_init_checkpoint, read_state_dict
 from . import rng
@@ -76,8 +77,10 @@ def check_init_checkpoint(config: TrialConfig, num_classes: int | None = None) -
     compare keys and shapes; the class count only decides whether the head is re-initialised, never a refusal."""
     if config.init_checkpoint is None:
         return
+    splits = open_splits(config)
+    kwargs = data_geometry(config, splits).model_kwargs(config)
     with torch.random.fork_rng(devices=[]):
-        model = create_model(config.model, num_classes=num_classes or config.num_classes or 10, **config.model_kwargs)
+        model = create_model(config.model, num_classes=num_classes or splits.num_classes, **kwargs)
     try:
         adapt_state_dict(model, read_state_dict(config.init_checkpoint), config.init_checkpoint)
     except InitCheckpointError as err:
@@ -136,7 +139,8 @@ class _Trial:
     # ------------------------------------------------------------------------------ construction
     def _build_model(self) -> None:
         rng.seed_all(self.cfg.seed)  # identical initial weights on every rank and every (re)start
-        self.raw = create_model(self.cfg.model, num_classes=self.data.num_classes, **self.cfg.model_kwargs)
+        self.raw = create_model(self.cfg.model, num_classes=self.data.num_classes,
+                                **self.data.geometry.model_kwargs(self.cfg))
         self._load_init_checkpoint()
         self.raw.to(self.ctx.device)
         rng.seed_all(self.cfg.seed + self.ctx.rank)  # per-rank streams for drop path and mixup
@@ -260,12 +264,19 @@ class _Trial:
             log.info("resumed from epoch %d, step %d (of %d epochs; %s)", self.epoch + 1, self.step,
                      self.plan.epochs, self.out_dir)
 
+    def _data_resolved(self) -> dict[str, Any]:
+        """What the data decided for this run (native size and channels, the statistics and their source)."""
+        geo, stats = self.data.geometry, self.data.stats
+        return {"img_size": geo.img_size, "in_chans": geo.in_chans, "norm_mean": list(stats.mean),
+                "norm_std": list(stats.std), "norm_source": stats.source}
+
     # ------------------------------------------------------------------------------ the loop
     def run(self) -> dict[str, float]:
         if self.ctx.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             records.write_json(self.out_dir / records.CONFIG_FILE, {
-                "config": self.cfg.to_dict(), "config_hash": self.hash, "resolved": self.res.to_dict(),
+                "config": self.cfg.to_dict(), "config_hash": self.hash,
+                "resolved": {**self.res.to_dict(), **self._data_resolved()},
                 "plan": self.plan.to_dict(), "subset": self.data.subset_record,
                 "steps_per_epoch": self.sampler.steps})
         # Gating and nonlocality of the untrained model (deterministic from the seed): the reference that tells

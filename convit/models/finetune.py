@@ -17,7 +17,9 @@ Adapting to the model (`adapt_state_dict`), key by key; every rule changes only 
   the pre-trained position embeddings"); our position embedding covers the patches only (no class slot).
 - ``patch_embed.proj.weight`` (D, C, p, p) with another patch size: **resampled** to the model's patch size with
   timm's ``resample_patch_embed`` (FlexiViT's pseudo-inverse resize, Beyer et al. 2023, which keeps the patch
-  embedding of a resized patch approximately equal; what timm's ViT checkpoint filter does). The bias loads as is.
+  embedding of a resized patch approximately equal; what timm's ViT checkpoint filter does). With another input
+  channel count (RGB weights for a grayscale model) timm's ``adapt_input_conv`` sums the RGB kernels (the response
+  to a gray image, whose three channels are equal, is unchanged). The bias loads as is.
 - ``*.rel_indices`` (GPSA's relative offsets, (N, N, 3)): **dropped**; they are derived from the grid and rebuilt
   by each GPSA layer (a non-persistent buffer), whatever grid the checkpoint was trained on. GPSA's learnt
   positional weights (``pos_proj``, (heads, 3)) and gates do not depend on the grid and load as they are.
@@ -133,6 +135,7 @@ def adapt_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], path: 
     Raises `InitCheckpointError` (naming ``path``) with every missing, unexpected and mismatched key otherwise.
     """
     from timm.layers import resample_abs_pos_embed, resample_patch_embed  # heavy: timm (~1 s), kept off create_model
+    from timm.models import adapt_input_conv
 
     target = model.state_dict()
     out: dict[str, torch.Tensor] = {}
@@ -163,9 +166,14 @@ def adapt_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], path: 
                                               num_prefix_tokens=0, interpolation="bicubic",
                                               antialias=True).to(value.dtype)
             report.resampled[key] = (have, want)
-        elif key == PATCH_EMBED_KEY and len(have) == 4 and have[:2] == want[:2]:
-            out[key] = resample_patch_embed(value.float(), new_size=list(want[2:]), interpolation="bicubic",
-                                            antialias=True).to(value.dtype)
+        elif key == PATCH_EMBED_KEY and len(have) == 4 and have[0] == want[0]:
+            weight = value.float()
+            if have[1] != want[1]:  # RGB weights for a grayscale model (summed) or the reverse (timm's rule)
+                weight = adapt_input_conv(want[1], weight)
+            if tuple(weight.shape[2:]) != want[2:]:
+                weight = resample_patch_embed(weight, new_size=list(want[2:]), interpolation="bicubic",
+                                              antialias=True)
+            out[key] = weight.to(value.dtype)
             report.resampled[key] = (have, want)
         else:
             mismatched.append(f"{key}: checkpoint {list(have)}, model {list(want)}")
