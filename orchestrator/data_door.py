@@ -41,8 +41,8 @@ def add_parser(sub: Any) -> None:
 
 
 def cmd_data(args: argparse.Namespace, console: Console) -> int:
-    from convit.data import DataError  # numpy/PIL only; the named layouts import torchvision when read
-    from convit.data.report import describe_dataset
+    from convit.data import DataError  # heavy: numpy, PIL (the named layouts import torchvision when read)
+    from convit.data.report import describe_dataset  # heavy: as above
 
     bad = [f for f in args.fractions if not 0 < f <= 1]
     if bad:

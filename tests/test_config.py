@@ -76,7 +76,7 @@ def test_model_kwargs_are_checked_per_family():
 
 @pytest.mark.parametrize("bad, path", [
     ({"data_fraction": 0}, "data_fraction"), ({"data_fraction": 1.5}, "data_fraction"),
-    ({"epochs": "many"}, "epochs"), ({"dataset": "mnist"}, "dataset"), ({"model": "convit_smal"}, "model"),
+    ({"epochs": "many"}, "epochs"), ({"dataset": "mnistt"}, "dataset"), ({"model": "convit_smal"}, "model"),
     ({"crop_scale": [0.9, 0.1]}, "crop_scale"), ({"min_lr": 1.0}, "min_lr"),
 ])
 def test_bad_values_name_their_key(bad, path):

@@ -104,7 +104,9 @@ def test_imagefolder_first_classes(tmp_path):
     data = build_data(cfg)
     # 4 training images per class: 1 held out for validation (never all), 3 left to train on
     assert data.num_classes == 2 and len(data.subset) == 6 and len(data.val) == 2 and len(data.test) == 4
-    assert data.train.source.classes == ["a", "b"]
+    from convit.data.registry import open_splits
+
+    assert open_splits(cfg).classes == ["a", "b"]
     assert data.val[0][0].shape == (3, 32, 32) and data.test[0][0].shape == (3, 32, 32)
 
 
@@ -139,14 +141,15 @@ def test_validation_split_is_stratified_seeded_and_disjoint_from_every_subset():
 
 @pytest.mark.skipif(not (CIFAR / "test.npz").is_file(), reason="CIFAR-10 npz not available")
 def test_cifar10_validation_split_is_held_out_of_training_and_is_not_the_test_split():
-    from convit.data import _subset_indices, sources
+    from convit.data import _subset_indices
+    from convit.data.registry import open_splits
 
     cfg = TrialConfig.from_dict({"preset": "cifar", "data_root": str(CIFAR), "data_fraction": 1.0, "seed": 1})
-    labels = sources.cifar10_train_labels(CIFAR)
+    train = open_splits(cfg).train
+    labels = train.labels
     subset, val = _subset_indices(labels, cfg)
     assert len(val) == 5000 and len(subset) == 45_000 and set(subset).isdisjoint(val)
     data = build_data(cfg)
     assert len(data.val) == 5000 and len(data.test) == 10_000
-    train, test = sources._load_cifar10(str(CIFAR.resolve()))
-    assert data.val.source.images.base is not test.images  # carved from the training arrays
+    assert len(train) == 50_000  # carved from the training arrays
     assert np.array_equal(data.val.source.images[0], train.images[val[0]])

@@ -25,6 +25,7 @@ from .budget import TrainingPlan, plan_budget
 from .errors import DataError
 from .order import EpochBatchSampler, epoch_order, steps_per_epoch
 from .recipe import check_recipe_names
+from .registry import open_splits
 from .sources import Stats
 from .split import validation_split
 from .stats import resolve_stats
@@ -85,7 +86,7 @@ def data_geometry(cfg: TrialConfig, splits: sources.Splits | None = None) -> Geo
     """The image size and channels the trial's model gets: the config's when set, else the dataset's own.
     Raises DataError (key model_kwargs.*) for RGB data asked to be one channel, images of differing sizes with
     no img_size, or a patch size that does not divide the image size."""
-    splits = splits or sources.open_splits(cfg)
+    splits = splits or open_splits(cfg)
     kw = cfg.model_kwargs
     in_chans = int(kw.get("in_chans", splits.channels))
     if in_chans == 1 and splits.channels == 3:
@@ -124,7 +125,7 @@ def check_data(cfg: TrialConfig, world_size: int = 1) -> TrainingPlan:
     not fit the model (channels, patch size), the subset does not fit the batch size and budget, or a recipe name
     timm does not know would only fail inside the trial (the optimizer, the RandAugment string)."""
     check_recipe_names(cfg)
-    splits = sources.open_splits(cfg)
+    splits = open_splits(cfg)
     data_geometry(cfg, splits)
     labels = splits.train.labels
     if len(labels) == 0:
@@ -150,7 +151,7 @@ def build_data(cfg: TrialConfig) -> TrialData:
     from .dataset import EvalDataset, TrainDataset  # heavy: torch, only to train
     from .transforms import eval_transform, train_transform  # heavy: timm, torch, only to train
 
-    splits = sources.open_splits(cfg)
+    splits = open_splits(cfg)
     geometry = data_geometry(cfg, splits)
     stats = resolve_stats(cfg, splits, geometry.in_chans)
     mode = "L" if geometry.in_chans == 1 else "RGB"

@@ -74,8 +74,8 @@ def _open_split(name: str, root: Path, train: bool, download: bool) -> Any:
         {"train": train}
     try:
         return cls(str(root), download=download, **split_kw)
-    except RuntimeError as err:  # torchvision: "Dataset not found or corrupted. You can use download=True ..."
-        raise DataError(f"{name}: no {'training' if train else 'test'} files under {str(root)!r} ({err}). Put "
+    except RuntimeError:  # torchvision: "Dataset not found or corrupted. You can use download=True ..."
+        raise DataError(f"{name}: the {'training' if train else 'test'} files are missing under {str(root)!r}: put "
                         f"{LAYOUTS[name]} there, or set download: true on a machine that can reach the data") \
             from None
     except OSError as err:  # a download attempt without network, or an unreadable file

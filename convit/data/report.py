@@ -16,6 +16,7 @@ import numpy as np
 from ..config import TrialConfig
 from . import Geometry, _subset_indices, data_geometry, divisors, sources
 from .errors import DataError
+from .registry import open_splits
 from .split import validation_split
 from .stats import resolve_stats
 
@@ -49,7 +50,7 @@ def describe_dataset(cfg: TrialConfig, fractions: list[float]) -> DataReport:
     """The report for ``cfg``'s dataset (its data_root, class limit, val_fraction and seed) at ``fractions``.
     Raises DataError like `convit.data.check_data`."""
     start = time.perf_counter()
-    splits = sources.open_splits(cfg)
+    splits = open_splits(cfg)
     try:
         geometry = data_geometry(cfg, splits)
     except DataError as err:

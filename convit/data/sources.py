@@ -1,6 +1,7 @@
 """Raw image sources: where pixels and labels come from, before subsetting and augmentation.
 
-A dataset is opened once per process (`open_splits`, cached): its train and test `Source`s expose every label up
+This module holds the types and the data folder rule; convit.data.registry opens a trial's dataset (once per
+process, cached) with the reader of its layout. Its train and test `Source`s expose every label up
 front, so subsets are drawn without touching pixels, and decode one image at a time (``source.image(i)`` → a PIL
 image in the dataset's own mode: "L" for grayscale, "RGB" otherwise). The readers live in their own modules:
 
@@ -22,16 +23,14 @@ synthetic          nothing (generated)                                      `syn
 
 from __future__ import annotations
 
-import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 from PIL import Image
 
-from ..config import DATASETS, TrialConfig
 from .errors import DataError
 
 DATA_ROOT_ENV = "CONVIT_DATA_ROOT"
@@ -125,56 +124,3 @@ def resolve_root(data_root: str | None, dataset: str) -> Path:
     if not root.is_dir():
         raise DataError(f"data_root {str(root)!r} is not a directory (set 'data_root' or {DATA_ROOT_ENV})")
     return root
-
-
-def first_classes(splits: Splits, n: int | None) -> Splits:
-    """Keep the first ``n`` classes (labels < n) of both splits; ``None`` keeps all."""
-    if n is None:
-        return splits
-    if n > splits.num_classes:
-        raise DataError(f"num_classes={n} but the dataset has {splits.num_classes} classes", key="num_classes")
-    keep = lambda src: src.take(np.flatnonzero(src.labels < n))  # noqa: E731
-    return Splits(keep(splits.train), keep(splits.test), splits.classes[:n], splits.channels, splits.native_size,
-                  splits.known_stats, splits.sizes_seen, splits.fingerprint)
-
-
-def _reader(dataset: str) -> Callable[..., Splits]:
-    if dataset == "imagefolder":
-        from .folder import read_imagefolder
-
-        return read_imagefolder
-    if dataset == "hf":
-        from .huggingface import read_hf
-
-        return read_hf
-    from .named import read_named
-
-    return functools.partial(read_named, dataset)
-
-
-@functools.lru_cache(maxsize=4)
-def _open(dataset: str, root: str, download: bool, image_column: str, label_column: str) -> Splits:
-    reader = _reader(dataset)
-    if dataset == "hf":
-        return reader(Path(root), image_column, label_column)
-    if dataset == "imagefolder":
-        return reader(Path(root))
-    return reader(Path(root), download)
-
-
-def open_splits(cfg: TrialConfig) -> Splits:
-    """The trial's dataset with its class limit applied (cached per process: a sweep worker reads it once).
-    Raises DataError with what to fix when the files are missing or in another layout."""
-    if cfg.dataset == "synthetic":
-        from .synthetic import synthetic
-
-        return synthetic(cfg.synthetic_train_size, cfg.synthetic_val_size, cfg.num_classes,
-                         int(cfg.model_kwargs.get("img_size", 32)))
-    if cfg.download and cfg.dataset in ("imagefolder", "hf"):
-        raise DataError(f"download applies to the named datasets ({', '.join(DATASETS[:7])}), not to "
-                        f"'{cfg.dataset}': remove it", key="download")
-    root = resolve_root(cfg.data_root, cfg.dataset)
-    if cfg.download:
-        root.mkdir(parents=True, exist_ok=True)
-    splits = _open(cfg.dataset, str(root.resolve()), cfg.download, cfg.image_column, cfg.label_column)
-    return first_classes(splits, cfg.num_classes)

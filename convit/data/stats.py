@@ -25,6 +25,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)  # timm.data.IMAGENET_DEFAULT_MEAN
 IMAGENET_STD = (0.229, 0.224, 0.225)  # timm.data.IMAGENET_DEFAULT_STD
 SAMPLE = 2000
 CHUNK = 4096
+MIN_STD = 1e-3
 
 
 def cache_dir() -> Path:
@@ -64,16 +65,23 @@ def _from_sample(splits: Splits) -> tuple[tuple[float, ...], tuple[float, ...], 
     return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std), len(picks)
 
 
+def _usable(mean: tuple[float, ...], std: tuple[float, ...], source: str) -> Stats:
+    """A channel that never varies in the training images (std 0) would divide by zero: it keeps std 1."""
+    if min(std) >= MIN_STD:
+        return Stats(mean, std, source)
+    return Stats(mean, tuple(s if s >= MIN_STD else 1.0 for s in std), source + "; constant channel(s): std 1")
+
+
 def computed_stats(splits: Splits) -> Stats:
     """The training split's statistics (see the module docstring), read from the cache when the files match."""
     if isinstance(splits.train, ArraySource):
         mean, std = _from_arrays(splits.train.images)
-        return Stats(mean, std, f"computed over the {len(splits.train)} training images")
+        return _usable(mean, std, f"computed over the {len(splits.train)} training images")
     key = f"{splits.fingerprint}:{splits.num_classes}:{len(splits.train)}"
     path = cache_dir() / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".json")
     try:
         cached = json.loads(path.read_text())
-        return Stats(tuple(cached["mean"]), tuple(cached["std"]), cached["source"] + " (cached)")
+        return _usable(tuple(cached["mean"]), tuple(cached["std"]), cached["source"] + " (cached)")
     except (OSError, ValueError, KeyError):
         pass
     mean, std, n = _from_sample(splits)
@@ -85,7 +93,7 @@ def computed_stats(splits: Splits) -> Stats:
         os.replace(tmp, path)
     except OSError:  # a read-only home: computed again next time, never an error
         pass
-    return stats
+    return _usable(stats.mean, stats.std, stats.source)
 
 
 def _channels(stats: Stats, in_chans: int) -> Stats:

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from .. import analysis, records
 from ..config import TrialConfig
 from ..data import DataError, EpochBatchSampler, TrainingPlan, TrialData, build_data, check_data, data_geometry
-from ..data.sources import open_splits
+from ..data.registry import open_splits
 from ..data.dataset import seeded
 from ..models import InitCheckpointError, adapt_state_dict, create_model, load_init_checkpoint, read_state_dict
 from . import rng

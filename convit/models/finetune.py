@@ -135,7 +135,7 @@ def adapt_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor], path: 
     Raises `InitCheckpointError` (naming ``path``) with every missing, unexpected and mismatched key otherwise.
     """
     from timm.layers import resample_abs_pos_embed, resample_patch_embed  # heavy: timm (~1 s), kept off create_model
-    from timm.models import adapt_input_conv
+    from timm.models import adapt_input_conv  # heavy: timm, as above
 
     target = model.state_dict()
     out: dict[str, torch.Tensor] = {}
