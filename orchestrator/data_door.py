@@ -26,7 +26,7 @@ def add_parser(sub: Any) -> None:
                        "image size and channels, the model input it implies, the normalisation statistics "
                        "(computed and cached when not known), and the training subset at each data fraction.",
                        epilog="examples:\n  convit-sweep data cifar10 --data-root ~/data/cifar10\n"
-                       "  convit-sweep data mnist --data-root ~/data --fractions 0.01 0.1 1\n"
+                       "  convit-sweep data mnist --data-root ~/data --fractions 0.01,0.1,1 model_kwargs.patch_size=7\n"
                        "  convit-sweep data hf --data-root ~/data/my_hf_dataset image_column=img\n"
                        "  convit-sweep data imagefolder --data-root ~/data/pets model_kwargs.img_size=224",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -35,18 +35,28 @@ def add_parser(sub: Any) -> None:
                    help="trial keys that change what the trials see (num_classes=10, val_fraction=0.1, seed=0, "
                    "image_column=img, label_column=label, model_kwargs.patch_size=4, norm_stats=imagenet)")
     p.add_argument("--data-root", help="the dataset folder (default: $CONVIT_DATA_ROOT)")
-    p.add_argument("--fractions", type=float, nargs="+", default=list(DEFAULT_FRACTIONS), metavar="F",
-                   help="data fractions to size the training subset for (default: %(default)s)")
+    p.add_argument("--fractions", type=_fractions, default=list(DEFAULT_FRACTIONS), metavar="F,F,...",
+                   help="data fractions to size the training subset for, comma-separated (default: "
+                   + ",".join(f"{f:g}" for f in DEFAULT_FRACTIONS) + ")")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _fractions(text: str) -> list[float]:
+    """argparse type of --fractions: comma-separated numbers in (0, 1]."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated numbers, e.g. 0.1,0.5,1") from None
+    bad = [v for v in values if not 0 < v <= 1]
+    if bad or not values:
+        raise argparse.ArgumentTypeError(f"{text!r}: data fractions are in (0, 1], e.g. 0.1,0.5,1")
+    return values
 
 
 def cmd_data(args: argparse.Namespace, console: Console) -> int:
     from convit.data import DataError  # heavy: numpy, PIL (the named layouts import torchvision when read)
     from convit.data.report import describe_dataset  # heavy: as above
 
-    bad = [f for f in args.fractions if not 0 < f <= 1]
-    if bad:
-        raise OrchestratorError(f"--fractions: {bad} outside (0, 1]; give data fractions such as 0.1 1")
     base: dict[str, Any] = {"dataset": args.dataset, "model": "convit_tiny"}
     if args.data_root:
         base["data_root"] = args.data_root

@@ -89,7 +89,7 @@ def write_imagefolder(root: Path, train: tuple, test: tuple, mode: str = "RGB") 
             Image.fromarray(im).convert(mode).save(folder / f"{i:05d}.png")
 
 
-def write_hf(root: Path, train: tuple, test: tuple, parquet: bool = False, image_column: str = "img") -> None:
+def write_hf(root: Path, train: tuple, test: tuple, parquet: bool = False, image_column: str = "image") -> None:
     from datasets import ClassLabel, Dataset, DatasetDict, Features, Image as HFImage, disable_progress_bars
 
     disable_progress_bars()

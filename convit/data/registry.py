@@ -47,6 +47,8 @@ def open_splits(cfg: TrialConfig) -> Splits:
     if cfg.download and cfg.dataset not in NAMED:
         raise DataError(f"download applies to the named datasets ({', '.join(NAMED)}), not to "
                         f"'{cfg.dataset}': remove it", key="download")
+    if cfg.download and cfg.data_root:  # torchvision downloads into it
+        Path(cfg.data_root).expanduser().mkdir(parents=True, exist_ok=True)
     root = resolve_root(cfg.data_root, cfg.dataset)
     splits = _open(cfg.dataset, str(root.resolve()), cfg.download, cfg.image_column, cfg.label_column)
     return first_classes(splits, cfg.num_classes)
