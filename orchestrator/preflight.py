@@ -73,6 +73,7 @@ def check_trials_data(trials: list[Trial], spec: SweepSpec) -> dict[str, "Traini
     for trial in trials:
         try:
             plans[trial.id] = data.check_data(trial.config)
+            data.check_init_checkpoint(trial.config)  # the file exists (its keys are checked as the trial starts)
             _PLANS[(trial.config.config_hash(), trial.config.data_root)] = plans[trial.id]
         except data.DataError as exc:
             where = locate_trial_key(spec, trial, exc.key)

@@ -46,3 +46,14 @@ def test_batch_larger_than_a_subset_names_the_trials(tmp_path: Path, capsys):
     assert "model=convit_tiny" in err and "model=deit_tiny" in err  # every affected trial, both models
     assert "data_fraction=1.0" not in err.split("trials:")[1]  # the full-data trials are fine
     assert not work.exists()
+
+
+def test_a_missing_init_checkpoint_is_refused_at_its_line(tmp_path: Path, capsys):
+    path = tmp_path / "finetune.yaml"
+    path.write_text("name: finetune\nbase:\n  preset: smoke\n  init_checkpoint: /nowhere/convit_tiny.pth\n"
+                    "seeds: [0]\n")
+    work = tmp_path / "runs"
+    code = cli.main(["submit", str(path), "--workdir", str(work), "--dry-run"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{path}:4" in err and "init_checkpoint" in err and "is not a file" in err
+    assert not work.exists()
