@@ -227,12 +227,18 @@ _RESERVED_MODEL_KWARGS = {
 }
 
 
+#: Model arguments whose default is the dataset's (convit.data.data_geometry): null states that default.
+DATA_DEFAULTED_KWARGS = ("img_size", "in_chans")
+
+
 def _model_kwargs_schema(model: str) -> type[_SharedModelKwargs]:
     return _ConvitModelKwargs if model in CONVIT_MODELS else _SharedModelKwargs
 
 
 def _validate_model_kwargs(model: str, kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    """Check keys and types against the model family; return only the given keys, coerced."""
+    """Check keys and types against the model family; return only the given keys, coerced. ``img_size: null`` and
+    ``in_chans: null`` drop the key (the dataset's native size and channels), e.g. to undo a preset's 32 px."""
+    kwargs = {k: v for k, v in kwargs.items() if not (k in DATA_DEFAULTED_KWARGS and v is None)}
     schema = _model_kwargs_schema(model)
     issues = []
     for key in kwargs:

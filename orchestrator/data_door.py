@@ -33,7 +33,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("dataset", choices=DATASETS, metavar="DATASET", help="one of " + ", ".join(DATASETS))
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="trial keys that change what the trials see (num_classes=10, val_fraction=0.1, seed=0, "
-                   "image_column=img, label_column=label, model_kwargs.patch_size=4, norm_stats=imagenet)")
+                   "image_column=img, label_column=label, model_kwargs.patch_size=4, model_kwargs.img_size=64, "
+                   "norm_stats=imagenet; preset=cifar applies a preset's values, e.g. its img_size)")
     p.add_argument("--data-root", help="the dataset folder (default: $CONVIT_DATA_ROOT)")
     p.add_argument("--fractions", type=_fractions, default=list(DEFAULT_FRACTIONS), metavar="F,F,...",
                    help="data fractions to size the training subset for, comma-separated (default: "
@@ -60,6 +61,9 @@ def cmd_data(args: argparse.Namespace, console: Console) -> int:
     base: dict[str, Any] = {"dataset": args.dataset, "model": "convit_tiny"}
     if args.data_root:
         base["data_root"] = args.data_root
+    clash = [o for o in args.overrides if o.split("=", 1)[0].strip() in ("dataset", "data_root")]
+    if clash:
+        raise OrchestratorError(f"{clash[0]}: give the dataset as the first argument and the folder as --data-root")
     try:
         cfg = TrialConfig.from_dict(apply_overrides(base, args.overrides))
         report = describe_dataset(cfg, sorted(set(args.fractions)))
@@ -98,8 +102,9 @@ def _print(r: Any, console: Console) -> None:
         console.print(f"[yellow]imbalanced:[/] {max(train):,} images in the largest class, {min(train):,} in the "
                       "smallest (subsets keep the proportions)")
     if min(train) == 0:
-        console.print("[yellow]classes without training images:[/] " +
-                      ", ".join(c for c, n in zip(r.classes, train) if n == 0)[:300])
+        empty = [c for c, n in zip(r.classes, train) if n == 0]
+        console.print(f"[yellow]{len(empty)} class(es) without training images:[/] " + ", ".join(empty[:12]) +
+                      (", ..." if len(empty) > 12 else ""))
     subsets = Table(title="training subset per data fraction")
     subsets.add_column("data fraction", justify="right")
     subsets.add_column("images", justify="right")

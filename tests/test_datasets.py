@@ -145,7 +145,7 @@ def test_hugging_face_save_to_disk_with_named_columns(root: Path, tmp_path: Path
 
 @pytest.mark.parametrize("dataset", NAMED)
 def test_missing_files_say_where_to_put_them(tmp_path: Path, dataset: str):
-    with pytest.raises(DataError, match=f"{dataset}: the training files are missing under .*put .* there"):
+    with pytest.raises(DataError, match=f"{dataset}: files missing under .*Expected .*set download: true"):
         check_data(config(dataset, tmp_path))
 
 
@@ -155,7 +155,7 @@ def test_a_partial_copy_and_a_wrong_layout_are_refused(root: Path, tmp_path: Pat
     partial = tmp_path / "partial"
     shutil.copytree(root / "cifar-10-batches-py", partial / "cifar-10-batches-py")
     (partial / "cifar-10-batches-py" / "data_batch_3").unlink()
-    with pytest.raises(DataError, match="missing"):
+    with pytest.raises(DataError, match=r"files missing under .*: cifar-10-batches-py/data_batch_3\."):
         check_data(config("cifar10", partial))
     (tmp_path / "flat").mkdir()
     (tmp_path / "flat" / "a.png").write_bytes(b"")
@@ -174,7 +174,7 @@ def test_download_without_network_says_where_to_put_the_files(tmp_path: Path, mo
     """A real download attempt through a proxy that refuses connections (what an offline node sees)."""
     for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
         monkeypatch.setenv(var, "http://127.0.0.1:9")
-    with pytest.raises(DataError, match="could not read or download .*cifar-10-batches-py"):
+    with pytest.raises(DataError, match="could not download into .*Place cifar-10-batches-py"):
         check_data(config("cifar10", tmp_path / "new", download=True))
 
 
@@ -254,3 +254,76 @@ def test_imagefolder_keeps_torchvisions_file_rule():
     from convit.data.folder import IMG_EXTENSIONS as OURS
 
     assert OURS == IMG_EXTENSIONS
+
+
+def test_sixteen_bit_grayscale_is_scaled_not_clipped(tmp_path: Path):
+    """Pillow's own conversion of a 16-bit PNG to 8 bits clips at 255: most of the image would turn white."""
+    from PIL import Image
+
+    ramp = (np.arange(16 * 16, dtype=np.uint16).reshape(16, 16) * 256)  # 0 .. 65280
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(3):
+                Image.fromarray(ramp).save(tmp_path / split / c / f"{i}.png")
+    splits = open_splits(config("imagefolder", tmp_path, batch_size=2))
+    assert splits.channels == 1
+    pixels = np.asarray(splits.train.image(0))
+    assert pixels.dtype == np.uint8 and np.array_equal(pixels, np.round(ramp / 65535 * 255).astype(np.uint8))
+
+
+def test_unlabelled_empty_or_mismatched_splits_are_refused_before_training(tmp_path: Path):
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Image as HFImage, Value
+
+    images = [layouts.cifar_sample(1)[0][i] for i in range(10)]
+    def table(labels, feature):
+        return Dataset.from_dict({"image": images, "label": labels},
+                                 features=Features({"image": HFImage(), "label": feature}))
+    DatasetDict(train=table(list(range(10)), Value("int64")), test=table([-1] * 10, Value("int64"))) \
+        .save_to_disk(str(tmp_path / "unlabelled"))
+    with pytest.raises(DataError, match="test split has unlabelled images"):
+        check_data(config("hf", tmp_path / "unlabelled", batch_size=2))
+    with pytest.raises(DataError, match="column 'label' is .*not images") as caught:
+        check_data(config("hf", tmp_path / "unlabelled", image_column="label", batch_size=2))
+    assert caught.value.key == "image_column"
+    names = ["dog", "cat"] * 5
+    DatasetDict(train=table(names, Value("string")), test=table(names[::-1], Value("string"))) \
+        .save_to_disk(str(tmp_path / "strings"))
+    splits = open_splits(config("hf", tmp_path / "strings", batch_size=2))
+    assert splits.classes == ["cat", "dog"] and splits.train.labels.tolist() == [1, 0] * 5
+    layouts.write_imagefolder(tmp_path / "folder", layouts.cifar_sample(3), layouts.cifar_sample(1, "test"))
+    for png in (tmp_path / "folder" / "val").rglob("*.png"):
+        png.unlink()
+    with pytest.raises(DataError, match="val' holds no images"):
+        check_data(config("imagefolder", tmp_path / "folder", batch_size=2))
+
+
+def test_explicit_statistics_need_one_value_per_channel(root: Path):
+    with pytest.raises(DataError, match="3 value.s. per statistic but the model has 1 input channel") as caught:
+        check_data(config("mnist", root, norm_stats={"mean": [0.5] * 3, "std": [0.5] * 3}))
+    assert caught.value.key == "norm_stats"
+
+
+def test_null_img_size_undoes_a_presets_size(root: Path):
+    cfg = TrialConfig.from_dict({"preset": "smoke", "dataset": "mnist", "data_root": str(root), "batch_size": 8,
+                                 "model_kwargs": {"img_size": None, "patch_size": 7}})
+    assert data_geometry(cfg).img_size == 28
+
+
+def test_an_image_that_cannot_be_decoded_is_named(tmp_path: Path):
+    import io
+
+    from PIL import Image
+
+    from convit.data.sources import UnreadableImage
+
+    layouts.write_imagefolder(tmp_path, layouts.cifar_sample(3), layouts.cifar_sample(1, "test"))
+    buffer = io.BytesIO()
+    Image.effect_noise((32, 32), 60).convert("RGB").save(buffer, "PNG")
+    broken = sorted((tmp_path / "train" / "cat").glob("*.png"))[1]
+    broken.write_bytes(buffer.getvalue()[:200])  # the header survives: the file is listed and sized
+    splits = open_splits(config("imagefolder", tmp_path, batch_size=2))
+    with pytest.raises(UnreadableImage, match=f"{broken} cannot be decoded .*truncated"):
+        splits.train.image(splits.train.paths.index(str(broken)))
+    with pytest.raises(DataError, match=f"{broken} cannot be decoded"):
+        computed_stats(splits)

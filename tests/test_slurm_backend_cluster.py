@@ -203,14 +203,21 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Session:
 
 def corrupt_imagefolder(root: Path) -> Path:
     """An ImageFolder that passes the submit-time data check (layout, counts: after the validation hold-out the
-    training subset still fills a smoke batch of 16) but whose files are not images: the trial that reads it
-    fails at run time."""
+    training subset still fills a smoke batch of 16; image headers readable) but whose files are truncated PNGs (a
+    broken copy): the trial that decodes them fails at run time, naming the file."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.effect_noise((32, 32), 60).convert("RGB").save(buffer, "PNG")
+    truncated = buffer.getvalue()[:200]
     for split, per_class in (("train", 8), ("val", 1)):
         for label in "abcd":
             folder = root / split / label
             folder.mkdir(parents=True)
             for i in range(per_class):
-                (folder / f"{i}.jpg").write_bytes(b"not a jpeg")
+                (folder / f"{i}.png").write_bytes(truncated)
     return root
 
 
@@ -365,12 +372,12 @@ def test_failing_trial_shows_its_error_and_does_not_stop_the_others(run: Session
     trial = run.trials("main")[4]
     status = {s["trial_id"]: s for s in run.seen["main_status"]}[trial["id"]]
     assert status["state"] == "failed"
-    assert "cannot identify image file" in status["detail"]
+    assert "0.png cannot be decoded" in status["detail"]
     tail = status["slurm"]["stderr_tail"]
-    assert tail.startswith("Traceback") and "UnidentifiedImageError: cannot identify image file" in tail
+    assert tail.startswith("Traceback") and "0.png cannot be decoded" in tail.splitlines()[-1]
     assert len(tail.splitlines()) <= 20 and status["slurm"]["state"] == "FAILED"
     r = child_runs(run, "main")[trial["id"]]
-    assert r.info.status == "FAILED" and "cannot identify image file" in r.data.tags["failure_reason"]
+    assert r.info.status == "FAILED" and "cannot be decoded" in r.data.tags["failure_reason"]
     out = run.cli("status", "main")
     assert "failed" in out.stdout and "4 done" in out.stdout
 

@@ -28,7 +28,7 @@ from .recipe import check_recipe_names
 from .registry import open_splits
 from .sources import Stats
 from .split import validation_split
-from .stats import resolve_stats
+from .stats import check_norm_stats, resolve_stats
 from .subset import nested_subset, subset_record
 
 if TYPE_CHECKING:
@@ -126,7 +126,7 @@ def check_data(cfg: TrialConfig, world_size: int = 1) -> TrainingPlan:
     timm does not know would only fail inside the trial (the optimizer, the RandAugment string)."""
     check_recipe_names(cfg)
     splits = open_splits(cfg)
-    data_geometry(cfg, splits)
+    check_norm_stats(cfg, data_geometry(cfg, splits).in_chans)
     labels = splits.train.labels
     if len(labels) == 0:
         raise DataError(f"dataset '{cfg.dataset}' has no training images")

@@ -68,6 +68,35 @@ def _torchvision_class(name: str) -> type:
             "stl10": datasets.STL10}[name]
 
 
+def _expected_files(name: str, root: Path, train: bool) -> list[Path]:
+    """The files torchvision's reader of ``name`` opens for one split (read from its class attributes)."""
+    cls = _torchvision_class(name)
+    if name in ("mnist", "fashion_mnist", "kmnist"):
+        prefix = "train" if train else "t10k"
+        raw = root / cls.__name__ / "raw"
+        return [raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte"]
+    if name == "svhn":
+        return [root / cls.split_list["train" if train else "test"][1]]
+    folder = root / cls.base_folder
+    files = [folder / f for f, _ in (cls.train_list[:2] if name == "stl10" else cls.train_list)] if train else \
+        [folder / f for f, _ in cls.test_list]
+    if hasattr(cls, "meta"):
+        files.append(folder / cls.meta["filename"])
+    return files
+
+
+def _missing_message(name: str, root: Path, train: bool, download: bool) -> str:
+    expected = _expected_files(name, root, train) + _expected_files(name, root, not train)  # CIFAR checks both
+    missing = [p for p in dict.fromkeys(expected) if not p.is_file()]
+    listed = ", ".join(str(p.relative_to(root)) for p in missing[:4]) or "(none: the files are there but unreadable)"
+    gz = [p for p in missing if p.with_name(p.name + ".gz").is_file()]
+    hint = f"; decompress them first (gunzip {gz[0].parent}/*.gz)" if gz else ""
+    fetch = "the download did not provide them" if download else \
+        "or set download: true on a machine that can reach the data"
+    return (f"{name}: files missing under {str(root)!r}: {listed}{hint}. Expected "
+            f"{LAYOUTS[name]}; {fetch}")
+
+
 def _open_split(name: str, root: Path, train: bool, download: bool) -> Any:
     cls = _without_checksums(_torchvision_class(name))
     split_kw: dict[str, Any] = {"split": "train" if train else "test"} if name in ("svhn", "stl10") else \
@@ -75,15 +104,16 @@ def _open_split(name: str, root: Path, train: bool, download: bool) -> Any:
     try:
         return cls(str(root), download=download, **split_kw)
     except RuntimeError:  # torchvision: "Dataset not found or corrupted. You can use download=True ..."
-        raise DataError(f"{name}: the {'training' if train else 'test'} files are missing under {str(root)!r}: put "
-                        f"{LAYOUTS[name]} there, or set download: true on a machine that can reach the data") \
-            from None
+        raise DataError(_missing_message(name, root, train, download)) from None
     except OSError as err:  # a download attempt without network, or an unreadable file
-        raise DataError(f"{name}: could not read or download the files under {str(root)!r}: {err}. Place "
-                        f"{LAYOUTS[name]} there (download: true needs network)") from None
-    except (ValueError, pickle.UnpicklingError, EOFError, KeyError) as err:
-        raise DataError(f"{name}: the files under {str(root)!r} are not in torchvision's layout ({err}); "
-                        f"expected {LAYOUTS[name]}") from None
+        if download:
+            raise DataError(f"{name}: could not download into {str(root)!r} ({err}). Place {LAYOUTS[name]} there "
+                            "by hand on a machine without network") from None
+        raise DataError(f"{name}: could not read the files under {str(root)!r} ({err}); expected "
+                        f"{LAYOUTS[name]} (a truncated copy? fetch it again)") from None
+    except (ValueError, pickle.UnpicklingError, EOFError, KeyError, IndexError) as err:
+        raise DataError(f"{name}: the files under {str(root)!r} are not in torchvision's layout or are truncated "
+                        f"({type(err).__name__}: {err}); expected {LAYOUTS[name]}") from None
 
 
 def _arrays(name: str, ds: Any) -> tuple[np.ndarray, np.ndarray]:

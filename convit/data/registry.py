@@ -29,13 +29,30 @@ def first_classes(splits: Splits, n: int | None) -> Splits:
                   splits.known_stats, splits.sizes_seen, splits.fingerprint)
 
 
+def check_labels(splits: Splits, dataset: str) -> Splits:
+    """Both splits hold images, and every label is a class index in [0, number of classes): a test split of
+    unlabelled rows (label -1, the Hub's marker) or a label beyond the class list would only fail at the end of
+    training. Raises DataError naming the split."""
+    for name, source in (("training", splits.train), ("test", splits.test)):
+        if len(source) == 0:
+            raise DataError(f"{dataset}: the {name} split holds no images")
+        low, high = int(source.labels.min()), int(source.labels.max())
+        if low < 0:
+            raise DataError(f"{dataset}: the {name} split has unlabelled images (label {low}, e.g. a Hub test "
+                            "split without labels); use a labelled split as the test split")
+        if high >= splits.num_classes:
+            raise DataError(f"{dataset}: the {name} split has label {high} but the dataset names "
+                            f"{splits.num_classes} classes")
+    return splits
+
+
 @functools.lru_cache(maxsize=4)
 def _open(dataset: str, root: str, download: bool, image_column: str, label_column: str) -> Splits:
     if dataset == "hf":
-        return read_hf(Path(root), image_column, label_column)
+        return check_labels(read_hf(Path(root), image_column, label_column), dataset)
     if dataset == "imagefolder":
-        return read_imagefolder(Path(root))
-    return read_named(dataset, Path(root), download)
+        return check_labels(read_imagefolder(Path(root)), dataset)
+    return check_labels(read_named(dataset, Path(root), download), dataset)
 
 
 def open_splits(cfg: TrialConfig) -> Splits:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from .errors import DataError
 
@@ -46,6 +46,22 @@ class Source(Protocol):
     def image(self, i: int) -> Image.Image: ...
 
     def take(self, keep: np.ndarray) -> "Source": ...
+
+
+class UnreadableImage(OSError):
+    """An image file of the dataset that Pillow cannot decode (found when a trial reads it); names the file."""
+
+
+def to_8bit(img: Image.Image) -> Image.Image:
+    """16- and 32-bit integer images (medical, microscopy PNG/TIFF) scaled to 8 bits: Pillow's own conversion to "L"
+    clips them at 255, which turns most of a 16-bit image white."""
+    if img.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        return img
+    pixels = np.asarray(img, dtype=np.float64)
+    top = 65535.0 if img.mode.startswith("I;16") or (img.mode == "I" and pixels.max(initial=0) > 255) else 255.0
+    if img.mode == "F":
+        top = 1.0 if pixels.max(initial=0) <= 1.0 else 255.0
+    return Image.fromarray(np.clip(np.round(pixels / top * 255.0), 0, 255).astype(np.uint8), mode="L")
 
 
 @dataclass
@@ -77,8 +93,11 @@ class FileSource:
         return len(self.labels)
 
     def image(self, i: int) -> Image.Image:
-        with Image.open(self.paths[i]) as img:
-            return img.convert(self.mode)
+        try:
+            with Image.open(self.paths[i]) as img:
+                return to_8bit(img).convert(self.mode)
+        except (UnidentifiedImageError, OSError, ValueError) as err:
+            raise UnreadableImage(f"{self.paths[i]} cannot be decoded ({err}); remove or replace the file") from None
 
     def take(self, keep: np.ndarray) -> "FileSource":
         return FileSource([self.paths[i] for i in keep], self.labels[keep], self.mode)

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from ..config import NormStats, TrialConfig
-from .sources import ArraySource, Splits, Stats
+from .errors import DataError
+from .sources import ArraySource, Splits, Stats, UnreadableImage
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # timm.data.IMAGENET_DEFAULT_MEAN
 IMAGENET_STD = (0.229, 0.224, 0.225)  # timm.data.IMAGENET_DEFAULT_STD
@@ -55,7 +56,11 @@ def _from_sample(splits: Splits) -> tuple[tuple[float, ...], tuple[float, ...], 
     squares = np.zeros(splits.channels)
     count = 0
     for i in picks:
-        pixels = np.asarray(splits.train.image(int(i)).convert(mode), dtype=np.float64).reshape(-1, splits.channels)
+        try:
+            image = splits.train.image(int(i))
+        except UnreadableImage as err:
+            raise DataError(str(err)) from None
+        pixels = np.asarray(image.convert(mode), dtype=np.float64).reshape(-1, splits.channels)
         pixels /= 255.0
         total += pixels.sum(0)
         squares += np.square(pixels).sum(0)
@@ -104,9 +109,18 @@ def _channels(stats: Stats, in_chans: int) -> Stats:
     return Stats((float(np.mean(stats.mean)),), (float(np.mean(stats.std)),), stats.source + ", channel mean")
 
 
+def check_norm_stats(cfg: TrialConfig, in_chans: int) -> None:
+    """Explicit statistics need one value per input channel (DataError, key norm_stats)."""
+    choice = cfg.norm_stats
+    if isinstance(choice, NormStats) and len(choice.mean) != in_chans:
+        raise DataError(f"norm_stats gives {len(choice.mean)} value(s) per statistic but the model has {in_chans} "
+                        f"input channel(s) ('{cfg.dataset}'): give one mean and std per channel", key="norm_stats")
+
+
 def resolve_stats(cfg: TrialConfig, splits: Splits, in_chans: int) -> Stats:
     """The mean and std (one per input channel) this trial normalises with."""
     choice = cfg.norm_stats
+    check_norm_stats(cfg, in_chans)
     if isinstance(choice, NormStats):
         return Stats(tuple(choice.mean), tuple(choice.std), "config (norm_stats)")
     if choice == "imagenet":
