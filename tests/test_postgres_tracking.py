@@ -1,0 +1,131 @@
+"""MLflow's tracking server on a real PostgreSQL (postgres/start.sh, its own data folder, 127.0.0.1, a generated
+password read by libpq from PGPASSFILE): a sweep logs every step once through the server, and a 60 s outage of
+the database under a running sweep costs no trial and no step. Started and stopped by PID, like the SLURM daemons."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from orchestrator.server import free_port, start_server
+from orchestrator.tracking import Tracker
+from tests.test_local import REPO, SMOKE, cli, cli_env, steps, wait_for
+from convit.records import read_metrics
+
+pytestmark = pytest.mark.slow
+OUTAGE_S = 60
+EPOCHS = 60
+
+
+def _problem() -> str | None:
+    if os.geteuid() != 0:
+        return "postgres/start.sh runs as root"
+    if not any(Path("/usr/lib/postgresql").glob("*/bin/initdb")):
+        return "PostgreSQL is not installed (apt-get install postgresql)"
+    return None
+
+
+class Postgres:
+    def __init__(self, folder: Path, port: int):
+        self.env = {**os.environ, "CONVIT_PG_DIR": str(folder), "CONVIT_PG_PORT": str(port)}
+        self.folder = folder
+
+    def run(self, script: str) -> str:
+        out = subprocess.run(["bash", str(REPO / "postgres" / script)], env=self.env, capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return out.stdout
+
+    @property
+    def uri(self) -> str:
+        return (self.folder / "mlflow-uri").read_text().strip()
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Postgres]:
+    problem = _problem()
+    if problem:
+        pytest.skip(problem)
+    folder = Path(f"/var/tmp/convit-pg-test-{os.getpid()}")  # the postgres user must reach it: not under /tmp/pytest-of-root
+    pg = Postgres(folder, free_port())
+    out = pg.run("start.sh")
+    password = (folder / "pgpass").read_text().strip().rsplit(":", 1)[1]
+    assert password not in out and "postgresql://mlflow@127.0.0.1" in out
+    os.environ["PGPASSFILE"] = str(folder / "pgpass")  # for the server this process starts
+    try:
+        yield pg
+    finally:
+        pg.run("stop.sh")
+        shutil.rmtree(folder, ignore_errors=True)
+        os.environ.pop("PGPASSFILE", None)
+
+
+def _sweep(tmp_path: Path, name: str, epochs: int, train: int = 96) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(SMOKE.format(name=name, epochs=epochs, train=train, models="[deit_tiny]", workers=0)
+                    .replace("base:\n", "base:\n  analysis_every: 0\n"))
+    return path
+
+
+def test_a_sweep_logs_through_a_postgresql_backed_server(postgres: Postgres, tmp_path: Path):
+    server = start_server(tmp_path / "server", port=free_port(), backend_store_uri=postgres.uri)
+    try:
+        out = cli("submit", str(_sweep(tmp_path, "pg", epochs=3)), "--workdir", str(tmp_path / "runs"),
+                  "--tracking-uri", server.uri)
+        assert out.returncode == 0, out.stdout + out.stderr
+        tracker = Tracker(server.uri)
+        (run,) = tracker.trial_runs("pg", "pg").values()
+        assert run.info.status == "FINISHED" and steps(tracker, run.info.run_id, "epoch") == [0, 1, 2]
+        password = (postgres.folder / "pgpass").read_text().strip().rsplit(":", 1)[1]
+        assert password not in server.log_path.read_text()
+    finally:
+        server.stop()
+    # the runs are in the database, not in a file next to the server
+    count = subprocess.run(["psql", postgres.uri, "-tAc", "select count(*) from runs"], capture_output=True,
+                           text=True, env={**os.environ, "PGPASSFILE": str(postgres.folder / "pgpass")})
+    assert count.returncode == 0 and int(count.stdout) >= 2, count.stderr  # the sweep's parent run and its trial
+
+
+def test_a_database_outage_costs_no_trial_and_no_step(postgres: Postgres, tmp_path: Path):
+    server = start_server(tmp_path / "server", port=free_port(), backend_store_uri=postgres.uri)
+    work = tmp_path / "runs"
+    spec = _sweep(tmp_path, "dbdown", epochs=EPOCHS, train=192)  # ~1.6 s an epoch here: outlasts the outage
+    log = tmp_path / "submit.log"
+    with open(log, "w") as out_file:  # a file, not a pipe nobody reads while it runs (a full pipe blocks it)
+        submit = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "submit", str(spec), "--workdir",
+                                   str(work), "--tracking-uri", server.uri], cwd=REPO, env=cli_env(),
+                                  stdout=out_file, stderr=subprocess.STDOUT, text=True)
+    try:
+        def epochs() -> int:
+            found = [p.parent for p in (work / "sweeps" / "dbdown" / "trials").glob("*/metrics.jsonl")]
+            return len(read_metrics(found[0])) if found else 0
+
+        wait_for(lambda: epochs() >= 2, timeout=180, what="two epochs")
+        postgres.run("stop.sh")
+        before = epochs()
+        time.sleep(OUTAGE_S)
+        during = epochs()
+        postgres.run("start.sh")
+        submit.wait(timeout=600)
+    finally:
+        if submit.poll() is None:
+            submit.kill()
+    out = log.read_text()
+    assert submit.returncode == 0, out
+    assert during > before, "training stopped while the database was down"
+    again = cli("submit", str(spec), "--workdir", str(work), "--tracking-uri", server.uri)  # logs what is missing
+    try:
+        assert again.returncode == 0, again.stdout + again.stderr
+        tracker = Tracker(server.uri)
+        (run,) = tracker.trial_runs("dbdown", "dbdown").values()
+        assert run.info.status == "FINISHED"
+        assert steps(tracker, run.info.run_id, "epoch") == list(range(EPOCHS))  # every epoch exactly once
+        assert steps(tracker, run.info.run_id, "train_loss") == list(range(EPOCHS))
+    finally:
+        server.stop()
