@@ -36,49 +36,62 @@ def real_metric_row(folder: Path) -> dict[str, float]:
     return rows[-1]
 
 
-def writer(uri: str, experiment_id: str, row: dict[str, float], epochs: int, start_at: float,
-           out: "mp.Queue[tuple[str, list[float]]]") -> None:
-    from orchestrator.tracking import Tracker
+def writer(uri: str, experiment_id: str, row: dict[str, float], epochs: int, ready: "mp.Queue[int]",
+           go: "mp.synchronize.Event", out: "mp.Queue[tuple[str, object]]") -> None:
+    try:
+        from orchestrator.tracking import Tracker
 
-    tracker = Tracker(uri)
-    run_id = tracker.client.create_run(experiment_id).info.run_id
-    while time.time() < start_at:
-        time.sleep(0.005)
-    latencies = []
-    for epoch in range(epochs):
-        values = {**row, "epoch": epoch}
-        t0 = time.perf_counter()
-        tracker.log_epoch(run_id, epoch, values)
-        latencies.append(time.perf_counter() - t0)
-    tracker.end_run(run_id, "FINISHED")
-    out.put((run_id, latencies))
+        tracker = Tracker(uri)
+        run_id = tracker.client.create_run(experiment_id).info.run_id
+        ready.put(os.getpid())
+        go.wait()
+        latencies = []
+        for epoch in range(epochs):
+            values = {**row, "epoch": epoch}
+            t0 = time.perf_counter()
+            tracker.log_epoch(run_id, epoch, values)
+            latencies.append(time.perf_counter() - t0)
+        tracker.end_run(run_id, "FINISHED")
+        out.put((run_id, latencies))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which stops the benchmark
+        ready.put(-1)
+        out.put(("error", f"{type(exc).__name__}: {exc}"))
 
 
 def load(uri: str, name: str, row: dict[str, float], writers: int, epochs: int) -> dict[str, object]:
-    from orchestrator.tracking import Tracker
+    from orchestrator.tracking import Tracker, split_per_head
 
     tracker = Tracker(uri)
     experiment_id = tracker.experiment_id(f"load-{name}-{int(time.time())}")
-    queue: mp.Queue = mp.get_context("spawn").Queue()
-    start_at = time.time() + 8.0  # every writer has imported mlflow and created its run by then
-    procs = [mp.get_context("spawn").Process(target=writer, args=(uri, experiment_id, row, epochs, start_at, queue))
-             for _ in range(writers)]
+    ctx = mp.get_context("spawn")
+    ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
+    procs = [ctx.Process(target=writer, args=(uri, experiment_id, row, epochs, ready, go, out)) for _ in range(writers)]
     for p in procs:
         p.start()
-    results = [queue.get(timeout=3600) for _ in procs]
-    wall = time.time() - start_at
+    for _ in procs:  # every writer has imported mlflow and created its run: then they all start at once
+        if ready.get(timeout=600) == -1:
+            raise SystemExit(f"a writer failed: {out.get()[1]}")
+    start = time.time()
+    go.set()
+    results = [out.get(timeout=3600) for _ in procs]
+    wall = time.time() - start
     for p in procs:
         p.join()
-    latencies = sorted(x for _, lat in results for x in lat)
+    errors = [detail for run_id, detail in results if run_id == "error"]
+    if errors:
+        raise SystemExit(f"{len(errors)} writer(s) failed: {errors[0]}")
+    scalars, _ = split_per_head(row)
+    layer_key = sorted(k for k in scalars if "/" in k)[0]
+    latencies = sorted(x for _, lat in results for x in lat)  # type: ignore[union-attr]
     lost = duplicated = 0
     for run_id, _ in results:
-        for key in ("epoch", "train_loss", sorted(k for k in row if "/" in k)[0] if any("/" in k for k in row)
-                    else "val_top1"):
-            history = [step for step, _ in tracker.metric_history(run_id, key)]
+        for key in ("epoch", "train_loss", layer_key):
+            history = [step for step, _ in tracker.metric_history(str(run_id), key)]
             lost += len(set(range(epochs)) - set(history))
             duplicated += len(history) - len(set(history))
-    return {"store": name, "writers": writers, "epochs": epochs, "metrics_per_epoch": len(row), "lost": lost,
-            "duplicated": duplicated, "p50_ms": 1000 * statistics.median(latencies),
+    return {"store": name, "writers": writers, "epochs": epochs, "metrics_per_epoch": len(scalars) + 1,
+            "checked": ["epoch", "train_loss", layer_key], "lost": lost, "duplicated": duplicated,
+            "p50_ms": 1000 * statistics.median(latencies),
             "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))], "wall_s": wall,
             "epochs_per_s": writers * epochs / wall}
 
@@ -96,7 +109,8 @@ def main() -> None:
     fail_fast_on_outages()
     tmp = Path(tempfile.mkdtemp(prefix="bench_tracking_"))
     row = real_metric_row(tmp)
-    print(f"metric set: {len(row)} metrics per epoch (a smoke ConViT-Ti trial with the attention analysis)")
+    print(f"metric set: {len(row)} values per epoch, a smoke ConViT-Ti trial with the attention analysis (scalars in "
+          "one log_batch, per-head values as a table artifact)", flush=True)
     rows = []
     for store in args.stores.split(","):
         if store == "postgresql":
@@ -109,8 +123,8 @@ def main() -> None:
             rows.append(load(server.uri, store, row, args.writers, args.epochs))
         finally:
             server.stop()
-        print(json.dumps(rows[-1]))
-    print("\n| store | writers x epochs | metrics/epoch | lost | duplicated | log_batch p50 | p99 | epochs/s |")
+        print(json.dumps(rows[-1]), flush=True)
+    print("\n| store | writers x epochs | scalars/epoch | lost | duplicated | log_batch p50 | p99 | epochs/s |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['store']} | {r['writers']} x {r['epochs']} | {r['metrics_per_epoch']} | {r['lost']} | "
