@@ -120,6 +120,13 @@ def _did_you_mean(name: str, choices: Sequence[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+def _one_of(value: str, choices: Sequence[str], what: str) -> str:
+    """``value`` if it is one of ``choices``; else a ValueError with the closest name and the list."""
+    if value not in choices:
+        raise ValueError(f"unknown {what} '{value}'{_did_you_mean(value, choices)}; choose from {list(choices)}")
+    return value
+
+
 def _issues_from_validation(err: ValidationError, known: Mapping[str, Sequence[str]]) -> list[ConfigIssue]:
     """Turn pydantic's errors into dotted key paths with a human message (and 'did you mean')."""
     issues = []
@@ -398,16 +405,12 @@ class TrialConfig(_NumbersAreNumbers):
     @field_validator("model")
     @classmethod
     def _known_model(cls, v: str) -> str:
-        if v not in MODEL_NAMES:
-            raise ValueError(f"unknown model '{v}'{_did_you_mean(v, MODEL_NAMES)}; choose from {list(MODEL_NAMES)}")
-        return v
+        return _one_of(v, MODEL_NAMES, "model")
 
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, v: str) -> str:
-        if v not in DATASETS:
-            raise ValueError(f"unknown dataset '{v}'{_did_you_mean(v, DATASETS)}; choose from {list(DATASETS)}")
-        return v
+        return _one_of(v, DATASETS, "dataset")
 
     @field_validator("init_checkpoint")
     @classmethod
