@@ -446,10 +446,6 @@ class TrialConfig(_NumbersAreNumbers):
         known = DATASET_CLASSES.get(self.dataset)
         if known is not None and self.num_classes is not None and self.num_classes > known:
             issues.append(ConfigIssue("num_classes", f"{self.dataset} has {known} classes"))
-        channels = self.model_kwargs.get("in_chans")
-        if isinstance(self.norm_stats, NormStats) and channels and len(self.norm_stats.mean) != channels:
-            issues.append(ConfigIssue("norm_stats", f"{len(self.norm_stats.mean)} value(s) per statistic for "
-                                                    f"in_chans={channels}: give one per channel"))
         for group in EXCLUSIVE_GROUPS:
             chosen = [k for k in group if getattr(self, k) is not None]
             if len(chosen) > 1:

@@ -82,10 +82,10 @@ def divisors(n: int) -> list[int]:
     return [d for d in range(2, n // 2 + 1) if n % d == 0]
 
 
-def data_geometry(cfg: TrialConfig, splits: sources.Splits | None = None) -> Geometry:
+def data_geometry(cfg: TrialConfig, splits: sources.Splits | None = None, check_patch: bool = True) -> Geometry:
     """The image size and channels the trial's model gets: the config's when set, else the dataset's own.
     Raises DataError (key model_kwargs.*) for RGB data asked to be one channel, images of differing sizes with
-    no img_size, or a patch size that does not divide the image size."""
+    no img_size, or (``check_patch``) a patch size that does not divide the image size."""
     splits = splits or open_splits(cfg)
     kw = cfg.model_kwargs
     in_chans = int(kw.get("in_chans", splits.channels))
@@ -98,7 +98,7 @@ def data_geometry(cfg: TrialConfig, splits: sources.Splits | None = None) -> Geo
         raise DataError(f"the images of '{cfg.dataset}' differ in size or are not square ({seen}): set "
                         "model_kwargs.img_size (they are resized and cropped to it)", key="model_kwargs.img_size")
     patch = int(kw.get("patch_size", 16))
-    if img_size % patch:
+    if check_patch and img_size % patch:
         where = "model_kwargs.img_size" if "img_size" in kw else f"the native size of '{cfg.dataset}'"
         raise DataError(f"patch_size={patch} does not divide img_size={img_size} ({where}): choose a patch_size "
                         f"among {divisors(int(img_size))[:8]}, or set model_kwargs.img_size to a multiple of {patch}",

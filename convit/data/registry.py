@@ -49,10 +49,12 @@ def check_labels(splits: Splits, dataset: str) -> Splits:
 @functools.lru_cache(maxsize=4)
 def _open(dataset: str, root: str, download: bool, image_column: str, label_column: str) -> Splits:
     if dataset == "hf":
-        return check_labels(read_hf(Path(root), image_column, label_column), dataset)
-    if dataset == "imagefolder":
-        return check_labels(read_imagefolder(Path(root)), dataset)
-    return check_labels(read_named(dataset, Path(root), download), dataset)
+        splits = read_hf(Path(root), image_column, label_column)
+    elif dataset == "imagefolder":
+        splits = read_imagefolder(Path(root))
+    else:
+        splits = read_named(dataset, Path(root), download)
+    return check_labels(splits, dataset)
 
 
 def open_splits(cfg: TrialConfig) -> Splits:

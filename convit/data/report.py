@@ -14,8 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..config import TrialConfig
-from . import Geometry, _subset_indices, data_geometry, divisors, sources
-from .errors import DataError
+from . import _subset_indices, data_geometry, divisors, sources
 from .registry import open_splits
 from .split import validation_split
 from .stats import resolve_stats
@@ -51,14 +50,8 @@ def describe_dataset(cfg: TrialConfig, fractions: list[float]) -> DataReport:
     Raises DataError like `convit.data.check_data`."""
     start = time.perf_counter()
     splits = open_splits(cfg)
-    try:
-        geometry = data_geometry(cfg, splits)
-    except DataError as err:
-        if err.key != "model_kwargs.patch_size" or "patch_size" in cfg.model_kwargs:
-            raise
-        geometry = data_geometry(cfg.model_copy(update={"model_kwargs": {**cfg.model_kwargs, "patch_size": 1}}),
-                                 splits)
-        geometry = Geometry(geometry.img_size, geometry.in_chans, 0)
+    # an explicit patch size must fit; the default (16) not fitting is reported with the choices instead
+    geometry = data_geometry(cfg, splits, check_patch="patch_size" in cfg.model_kwargs)
     stats = resolve_stats(cfg, splits, geometry.in_chans)
     labels, test_labels = splits.train.labels, splits.test.labels
     pool, val = validation_split(labels, cfg.val_fraction, cfg.seed)
@@ -70,7 +63,7 @@ def describe_dataset(cfg: TrialConfig, fractions: list[float]) -> DataReport:
         per_class={"train": count(labels), "validation": count(labels[val]), "pool": count(labels[pool]),
                    "test": count(test_labels)},
         channels=splits.channels, native_size=splits.native_size, sizes_seen=splits.sizes_seen[:8],
-        model_img_size=geometry.img_size, model_in_chans=geometry.in_chans, patch_size=geometry.patch_size or None,
+        model_img_size=geometry.img_size, model_in_chans=geometry.in_chans, patch_size=geometry.patch_size if geometry.img_size % geometry.patch_size == 0 else None,
         patch_sizes=divisors(geometry.img_size),
         norm_mean=list(stats.mean), norm_std=list(stats.std), norm_source=stats.source)
     for f in fractions:

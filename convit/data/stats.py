@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -33,41 +34,40 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "convit" / "norm_stats"
 
 
-def _from_arrays(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    channels = 1 if images.ndim == 3 else images.shape[-1]
-    total = np.zeros(channels)
-    squares = np.zeros(channels)
-    count = 0
-    for start in range(0, len(images), CHUNK):
-        chunk = images[start:start + CHUNK].reshape(-1, channels).astype(np.float64) / 255.0
-        total += chunk.sum(0)
-        squares += np.square(chunk).sum(0)
-        count += len(chunk)
-    mean = total / count
-    std = np.sqrt(np.maximum(squares / count - mean ** 2, 0.0))
-    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
-
-
-def _from_sample(splits: Splits) -> tuple[tuple[float, ...], tuple[float, ...], int]:
-    n = len(splits.train)
-    picks = np.sort(np.random.default_rng(0).choice(n, min(SAMPLE, n), replace=False))
-    mode = "L" if splits.channels == 1 else "RGB"
-    total = np.zeros(splits.channels)
-    squares = np.zeros(splits.channels)
-    count = 0
-    for i in picks:
-        try:
-            image = splits.train.image(int(i))
-        except UnreadableImage as err:
-            raise DataError(str(err)) from None
-        pixels = np.asarray(image.convert(mode), dtype=np.float64).reshape(-1, splits.channels)
-        pixels /= 255.0
+def _mean_std(chunks: Iterable[np.ndarray], channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 pixels given as chunks of shape (..., channels), in [0, 1] units, rounded
+    to 4 decimals (one pass: sums of values and of squares in float64)."""
+    total, squares, count = np.zeros(channels), np.zeros(channels), 0
+    for chunk in chunks:
+        pixels = chunk.reshape(-1, channels).astype(np.float64) / 255.0
         total += pixels.sum(0)
         squares += np.square(pixels).sum(0)
         count += len(pixels)
     mean = total / count
     std = np.sqrt(np.maximum(squares / count - mean ** 2, 0.0))
-    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std), len(picks)
+    return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
+
+
+def _from_arrays(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    channels = 1 if images.ndim == 3 else images.shape[-1]
+    return _mean_std((images[i:i + CHUNK] for i in range(0, len(images), CHUNK)), channels)
+
+
+def _decoded(splits: Splits, picks: np.ndarray) -> Iterator[np.ndarray]:
+    mode = "L" if splits.channels == 1 else "RGB"
+    for i in picks:
+        try:
+            image = splits.train.image(int(i))
+        except UnreadableImage as err:
+            raise DataError(str(err)) from None
+        yield np.asarray(image.convert(mode))
+
+
+def _from_sample(splits: Splits) -> tuple[tuple[float, ...], tuple[float, ...], int]:
+    n = len(splits.train)
+    picks = np.sort(np.random.default_rng(0).choice(n, min(SAMPLE, n), replace=False))
+    mean, std = _mean_std(_decoded(splits, picks), splits.channels)
+    return mean, std, len(picks)
 
 
 def _usable(mean: tuple[float, ...], std: tuple[float, ...], source: str) -> Stats:

@@ -68,7 +68,7 @@ def run_trial(config: TrialConfig, out_dir: Path, reporter: Reporter | None = No
         ctx.close()
 
 
-def check_init_checkpoint(config: TrialConfig, num_classes: int | None = None) -> None:
+def check_init_checkpoint(config: TrialConfig) -> None:
     """Refuse, before anything is written, an ``init_checkpoint`` that cannot start this trial's model: a missing
     file, not a state dict, a pickle that would run code, or keys that do not fit (convit.models.finetune lists
     them). Raises DataError (key ``init_checkpoint``), the error kind of a trial's unusable input files.
@@ -80,7 +80,7 @@ def check_init_checkpoint(config: TrialConfig, num_classes: int | None = None) -
     splits = open_splits(config)
     kwargs = data_geometry(config, splits).model_kwargs(config)
     with torch.random.fork_rng(devices=[]):
-        model = create_model(config.model, num_classes=num_classes or splits.num_classes, **kwargs)
+        model = create_model(config.model, num_classes=splits.num_classes, **kwargs)
     try:
         adapt_state_dict(model, read_state_dict(config.init_checkpoint), config.init_checkpoint)
     except InitCheckpointError as err:
