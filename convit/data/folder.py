@@ -1,6 +1,6 @@
 """ImageFolder: ``root/train/<class>/<image>`` and ``root/val/<class>/<image>`` (or ``root/test/...``), torchvision's
 layout and file rule (the extensions below are torchvision.datasets.folder.IMG_EXTENSIONS; a test keeps them equal),
-listed without importing torch so that a dry run stays fast (a 50,000-file tree: 0.6 s for `convit-sweep data`).
+listed without importing torch so that a dry run stays fast (a 50,000-file tree: about 0.7 s for `convit-sweep data`, docs/training.md).
 16-bit grayscale files are scaled to 8 bits (convit.data.sources.to_8bit). A file that cannot be decoded is found
 when it is read (a header check of every file would cost a full pass over the tree): the trial fails naming it.
 
