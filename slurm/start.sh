@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
-# Configure and start the single-node SLURM cluster on localhost (with real accounting) without systemd.
+# Configure and start a SLURM cluster on this machine (with real accounting) without systemd.
 #
-# Idempotent: a cluster that is already up is left alone (its summary is printed); daemons that died are started
-# again. Configuration is rewritten only when no Slurm daemon is running, so a live cluster never sees its
-# slurm.conf change under it. Order: mariadbd, munged, slurmdbd, slurmctld -c, slurmd.
+#   slurm/start.sh [--nodes N]
+#
+# One node (the default) is this host under its own name. N > 1 nodes are node1..nodeN: one slurmd each, in its own
+# UTS namespace (`unshare --uts`; its hostname, and so every task's, is the node name), on its own loopback address
+# 127.0.2.K and port 6820+K; /etc/hosts gets a marked line per node so the names resolve (stop.sh removes them).
+# Each node declares this machine's CPUs and memory (slurmd -C): N nodes oversubscribe the machine N times.
+#
+# Idempotent: a cluster that is already up with the same nodes is left alone (its summary is printed); daemons that
+# died are started again. Configuration is rewritten only when no Slurm daemon is running, so a live cluster never
+# sees its slurm.conf change under it (changing the node count needs slurm/stop.sh first). Order: mariadbd, munged,
+# slurmdbd, slurmctld -c, one slurmd per node.
 #
 # Environment: CONVIT_SLURM_DIR (run-time folder, default /var/tmp/convit-slurm), CONVIT_SLURM_PARTITION (default
 # debug), CONVIT_SLURM_MAX_TIME_MIN (partition time limit, default 60), CONVIT_SLURM_FORCE=1 (overwrite an
-# /etc/slurm/slurm.conf that this script did not write).
+# /etc/slurm/slurm.conf that this script did not write), CONVIT_SLURM_NODES (same as --nodes).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # Bash 5.2 would expand "&" in ${var//pattern/replacement}: keep replacements literal.
@@ -17,6 +25,32 @@ PARTITION=${CONVIT_SLURM_PARTITION:-debug}
 MAX_TIME_MIN=${CONVIT_SLURM_MAX_TIME_MIN:-60}
 MYCNF=$CONVIT_SLURM_DIR/etc/my.cnf
 START_TIMEOUT_S=60
+NODE_COUNT=${CONVIT_SLURM_NODES:-1}
+MAX_NODES=16
+
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+
+parse_args() {
+    while (($#)); do
+        case $1 in
+            --nodes) (($# >= 2)) || die "--nodes needs a number, e.g. --nodes 2"; NODE_COUNT=$2; shift 2 ;;
+            --nodes=*) NODE_COUNT=${1#--nodes=}; shift ;;
+            -h | --help) usage; exit 0 ;;
+            *) die "unknown argument '$1' (usage: slurm/start.sh [--nodes N])" ;;
+        esac
+    done
+    [[ $NODE_COUNT =~ ^[1-9][0-9]*$ ]] && ((NODE_COUNT <= MAX_NODES)) ||
+        die "--nodes '$NODE_COUNT': give a whole number of nodes from 1 to $MAX_NODES"
+}
+
+# The node names this start asks for: this host's for one node, node1..nodeN for several.
+wanted_nodes() {
+    if ((NODE_COUNT == 1)); then
+        slurmd -C | sed -n 's/^NodeName=\([^ ]*\).*/\1/p' | head -1
+    else
+        seq -f 'node%g' 1 "$NODE_COUNT"
+    fi
+}
 
 check_inputs() {
     ((EUID == 0)) || die "run as root: the daemons run as root and configs go to /etc/slurm (sudo $0)"
@@ -33,7 +67,7 @@ check_inputs() {
     [[ $PARTITION =~ ^[a-z][a-z0-9_-]*$ ]] || die "CONVIT_SLURM_PARTITION='$PARTITION': use lowercase letters, digits, _ -"
     [[ $MAX_TIME_MIN =~ ^[1-9][0-9]*$ ]] || die "CONVIT_SLURM_MAX_TIME_MIN='$MAX_TIME_MIN' must be a positive integer"
     local name foreign
-    for name in "${DAEMONS[@]}"; do
+    for name in "${SERVICES[@]}" slurmd; do
         foreign=$(foreign_pids "$name" | tr '\n' ' ')
         # A daemon that just forked into the background leaves its launcher alive for a moment: look again.
         [[ -z $foreign ]] || { sleep 3; foreign=$(foreign_pids "$name" | tr '\n' ' '); }
@@ -43,8 +77,31 @@ check_inputs() {
 
 cluster_up() {
     local name
-    for name in "${DAEMONS[@]}"; do is_running "$name" || return 1; done
+    [[ -n $(node_names) ]] || return 1
+    for name in $(all_daemons); do is_running "$name" || return 1; done
     controller_answers
+}
+
+# Any Slurm daemon of ours running (the configuration must then stay as it is).
+slurm_daemons_run() {
+    local name
+    for name in $(all_daemons); do
+        [[ $name == slurm* ]] && is_running "$name" && return 0
+    done
+    return 1
+}
+
+# One marked /etc/hosts line per node of a several-node cluster (node names must resolve: gloo, Ray and
+# `hostname --ip-address` look them up); none for one node. Rewritten in place: /etc/hosts may be a bind mount.
+write_hosts_entries() {
+    local kept k
+    kept=$(grep -vF "$HOSTS_MARK" /etc/hosts || true)
+    {
+        printf '%s\n' "$kept"
+        if ((NODE_COUNT > 1)); then
+            for ((k = 1; k <= NODE_COUNT; k++)); do printf '127.0.2.%d node%d  %s\n' "$k" "$k" "$HOSTS_MARK"; done
+        fi
+    } >/etc/hosts
 }
 
 make_dirs() {
@@ -139,16 +196,26 @@ write_slurm_configs() {
     if [[ -e $SLURM_CONF_FILE ]] && ! grep -q "$GENERATED_MARK" "$SLURM_CONF_FILE" && [[ ${CONVIT_SLURM_FORCE:-} != 1 ]]; then
         die "$SLURM_CONF_FILE exists and was not written by this script; move it away or set CONVIT_SLURM_FORCE=1"
     fi
-    local node topology host
+    local node topology host memory lines="" k=0 name
     node=$(slurmd -C | head -1)
     host=$(sed -n 's/^NodeName=\([^ ]*\).*/\1/p' <<<"$node")
     [[ -n $host ]] || die "could not read the node name from 'slurmd -C': $node"
     topology=$(tr ' ' '\n' <<<"$node" | grep -E '^(CPUs|Boards|SocketsPerBoard|CoresPerSocket|ThreadsPerCore)=' |
         tr '\n' ' ')
+    memory=$(real_memory_mb)
+    for name in $(wanted_nodes); do
+        k=$((k + 1))
+        if ((NODE_COUNT == 1)); then
+            lines+="NodeName=$name NodeAddr=127.0.0.1 ${topology% } RealMemory=$memory State=UNKNOWN"
+        else
+            lines+="NodeName=$name NodeHostname=$name NodeAddr=127.0.2.$k Port=$((6820 + k)) ${topology% }"
+            lines+=" RealMemory=$memory State=UNKNOWN"$'\n'
+        fi
+    done
     mkdir -p /etc/slurm
     render slurm.conf.in "$SLURM_CONF_FILE" 644 ROOT="$CONVIT_SLURM_DIR" CLUSTER_NAME="$CLUSTER_NAME" HOST="$host" \
-        NODE_TOPOLOGY="${topology% }" REAL_MEMORY_MB="$(real_memory_mb)" PARTITION="$PARTITION" \
-        MAX_TIME_MIN="$MAX_TIME_MIN" FIRST_JOB_ID="$(first_job_id)"
+        NODE_COUNT="$NODE_COUNT" NODE_LINES="${lines%$'\n'}" NODE_LIST="$(wanted_nodes | paste -sd,)" \
+        PARTITION="$PARTITION" MAX_TIME_MIN="$MAX_TIME_MIN" FIRST_JOB_ID="$(first_job_id)"
     render slurmdbd.conf.in "$SLURMDBD_CONF_FILE" 600 ROOT="$CONVIT_SLURM_DIR" DB_PASSWORD="$DB_PASSWORD"
     chown root:root "$SLURMDBD_CONF_FILE"
 }
@@ -172,34 +239,57 @@ start_slurm_daemons() {
     fi
     wait_for "$START_TIMEOUT_S" "slurmctld (scontrol ping)" bash -c 'scontrol ping | grep -q UP' ||
         fail_with_log slurmctld "$CONVIT_SLURM_DIR/log/slurmctld.log"
-    if ! is_running slurmd; then
-        say "starting slurmd"
-        slurmd
-    fi
-    wait_for "$START_TIMEOUT_S" "the node to be idle (sinfo)" bash -c \
-        '[[ $(sinfo -h -o %T | head -1) =~ ^(idle|mixed|allocated|completing)$ ]]' ||
-        fail_with_log slurmd "$CONVIT_SLURM_DIR/log/slurmd.log"
+    local name
+    for name in $(node_names); do start_slurmd "$name"; done
+    wait_for "$START_TIMEOUT_S" "$NODE_COUNT node(s) to be idle (sinfo)" nodes_up ||
+        fail_with_log slurmd "$CONVIT_SLURM_DIR/log/slurmd-$(node_names | head -1).log"
     # slurmctld registers the cluster with slurmdbd by itself; sacct answers once that happened.
     wait_for "$START_TIMEOUT_S" "sacct" bash -c \
         "timeout 10 sacct -n -X -S now >/dev/null && sacctmgr -n -P show cluster format=cluster | grep -qx $CLUSTER_NAME" ||
         fail_with_log slurmctld "$CONVIT_SLURM_DIR/log/slurmctld.log"
 }
 
+# A slurmd for one node: in its own UTS namespace with the node's name as hostname when there are several nodes.
+start_slurmd() {
+    local name=$1
+    is_running "slurmd@$name" && return 0
+    mkdir -p "$CONVIT_SLURM_DIR/spool/$name"
+    say "starting slurmd for $name"
+    if ((NODE_COUNT == 1)); then
+        slurmd
+    else
+        unshare --uts bash -c 'hostname "$1" && exec slurmd -N "$1"' _ "$name"
+    fi
+}
+
+# Every node registered and usable.
+nodes_up() {
+    local ready
+    ready=$(sinfo -h -N -o '%N %T' | awk '$2 ~ /^(idle|mixed|allocated|completing)$/' | wc -l)
+    ((ready == NODE_COUNT))
+}
+
 summary() {
     local name
     echo
     echo "Local SLURM cluster '$CLUSTER_NAME' is up ($(sinfo -V))."
-    for name in "${DAEMONS[@]}"; do printf '  %-10s pid %s\n' "$name" "$(daemon_pid "$name")"; done
+    for name in $(all_daemons); do printf '  %-14s pid %s\n' "$name" "$(daemon_pid "$name")"; done
     echo "  config:    $SLURM_CONF_FILE, $SLURMDBD_CONF_FILE"
     echo "  run files: $CONVIT_SLURM_DIR (logs in log/, MariaDB in mysql/)"
-    sinfo -o '  %10P %5a %10l %6D %8T %6c %8m %N'
+    sinfo -N -o '  %10N %10P %8T %6c %8m %o'
     echo "  try:       sbatch --wrap 'hostname'; squeue; sacct"
     echo "  stop with: slurm/stop.sh"
 }
 
 main() {
     local start=$SECONDS
+    parse_args "$@"
     check_inputs
+    local running
+    running=$(node_names | paste -sd, || true)
+    if slurm_daemons_run && [[ $running != "$(wanted_nodes | paste -sd,)" ]]; then
+        die "the cluster runs with node(s) $running; to start $NODE_COUNT node(s), stop it first: slurm/stop.sh"
+    fi
     if cluster_up; then
         say "already running"
         summary
@@ -209,13 +299,14 @@ main() {
     start_mariadbd
     setup_database
     start_munged
-    if is_running slurmdbd || is_running slurmctld || is_running slurmd; then
+    if slurm_daemons_run; then
         grep -q "$GENERATED_MARK" "$SLURM_CONF_FILE" 2>/dev/null ||
             die "some Slurm daemons run but $SLURM_CONF_FILE is not ours; run slurm/stop.sh first"
         say "some daemons already run: keeping the current configuration"
     else
         write_slurm_configs
     fi
+    write_hosts_entries
     start_slurm_daemons
     say "started in $((SECONDS - start)) s"
     summary

@@ -6,16 +6,17 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 up=0
 echo "run folder: $CONVIT_SLURM_DIR"
-for name in "${DAEMONS[@]}"; do
+[[ -n $(node_names) ]] || { echo "  no nodes configured yet (start with slurm/start.sh [--nodes N])"; up=1; }
+for name in $(all_daemons); do
     if pid=$(daemon_pid "$name"); then
-        printf '  %-10s running (pid %s)\n' "$name" "$pid"
+        printf '  %-14s running (pid %s)\n' "$name" "$pid"
     else
-        printf '  %-10s not running\n' "$name"
+        printf '  %-14s not running\n' "$name"
         up=1
     fi
 done
 if controller_answers; then
-    sinfo -o '  %10P %5a %10l %6D %8T %6c %8m %N'
+    sinfo -N -o '  %10N %10P %8T %6c %8m %o'
     echo "queue:"
     squeue -o '  %.10i %.9P %.20j %.8u %.8T %.10M %R'
     if timeout 10 sacct -n -X -S now >/dev/null 2>&1; then

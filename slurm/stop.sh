@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stop the local SLURM cluster started by slurm/start.sh: cancel every job, wait for an empty queue, then end each
-# daemon by the PID in its pid file (after checking that PID still runs that daemon), slurmd first.
+# daemon by the PID in its pid file (after checking that PID still runs that daemon), the nodes' slurmd first, and
+# remove the /etc/hosts lines start.sh added for the nodes of a several-node cluster.
 #
 # Jobs go first because killing slurmd leaves running job steps alive. Nothing is killed by name. Exit status 1 if a
 # cluster process is still alive at the end. Run-time files stay in $CONVIT_SLURM_DIR (the MariaDB data keeps the
@@ -37,11 +38,19 @@ stop_daemon() {
     fi
 }
 
+remove_hosts_entries() {
+    grep -qF "$HOSTS_MARK" /etc/hosts || return 0
+    local kept
+    kept=$(grep -vF "$HOSTS_MARK" /etc/hosts || true)
+    printf '%s\n' "$kept" >/etc/hosts  # in place: /etc/hosts may be a bind mount
+}
+
 main() {
     ((EUID == 0)) || die "run as root (sudo $0)"
     cancel_jobs
-    local i
-    for ((i = ${#DAEMONS[@]} - 1; i >= 0; i--)); do stop_daemon "${DAEMONS[i]}"; done
+    local name
+    for name in $(all_daemons | tac); do stop_daemon "$name"; done
+    remove_hosts_entries
     local left
     left=$(ps -o pid=,stat=,comm= -C slurmctld,slurmd,slurmstepd,slurmdbd,mariadbd,munged | awk '$2 !~ /^Z/' || true)
     if [[ -n $left ]]; then

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from convit.records import read_json
+from orchestrator.status import read_status
 from orchestrator.tracking import Tracker, default_tracking_uri
 from tests.test_local import cli, steps
 from tests.test_slurm_backend_cluster import cluster_problem
@@ -21,10 +22,21 @@ pytestmark = pytest.mark.slurm
 
 
 def _task_pids(job: str) -> list[int]:
-    """The pids of the job's srun steps (not the batch shell nor srun itself, which catch USR2 to forward it)."""
-    out = subprocess.run(["scontrol", "listpids", job], capture_output=True, text=True)
-    rows = [line.split() for line in out.stdout.splitlines()[1:]]
-    return [int(row[0]) for row in rows if len(row) >= 3 and row[0].isdigit() and row[2] != "batch"]
+    """The pids of the array's srun step tasks (not the batch shell nor srun itself, which catch USR2 to forward it),
+    from /proc: `scontrol listpids` asks only the slurmd of the node it runs on, and a task may be on another node
+    of a several-node local cluster (all of them share this machine's process table)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            env = dict(item.split("=", 1) for item in (proc / "environ").read_text().split("\0") if "=" in item)
+        except OSError:
+            continue
+        if env.get("SLURM_ARRAY_JOB_ID", env.get("SLURM_JOB_ID")) == job and "SLURM_STEP_ID" in env \
+                and env.get("SLURM_STEP_ID") != "batch":
+            pids.append(int(proc.name))
+    return pids
 
 
 def _catching_usr2(job: str) -> bool:
@@ -91,10 +103,11 @@ def test_a_preemption_during_start_up_requeues_instead_of_killing(tmp_path: Path
     assert _catching_usr2(job), "the task never started"
     subprocess.run(["scancel", "--signal=USR2", job], check=True)
     (trial_dir,) = list((work / "sweeps" / "early" / "trials").iterdir())
+    # status "done" is written after the MLflow run has ended (final.json, by the engine, comes before it)
     deadline = time.time() + 300
-    while time.time() < deadline and not (trial_dir / "final.json").exists():
+    while time.time() < deadline and read_status(trial_dir).get("state") != "done":
         time.sleep(1)
-    assert (trial_dir / "final.json").exists(), "the trial was lost"
+    assert (trial_dir / "final.json").exists() and read_status(trial_dir)["state"] == "done", "the trial was lost"
     starts = read_json(trial_dir / "slurm_task.json")["starts"]
     logs = "".join(p.read_text(errors="replace") for p in (work / "sweeps" / "early" / "slurm" / "logs").glob("*"))
     # requeued: after the trial began (a second start), or before (submitit's log, or ours for a start-up signal)
