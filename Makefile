@@ -36,8 +36,8 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow and not slurm and not ray"
 
-slurm-up:
-	bash slurm/install.sh && bash slurm/start.sh
+slurm-up:  ## the two-node local cluster the multi-node tests need (one node: bash slurm/start.sh)
+	bash slurm/install.sh && bash slurm/start.sh --nodes 2
 
 slurm-down:
 	bash slurm/stop.sh

@@ -502,6 +502,10 @@ class TrialRun:
         else:
             self.sync()
 
+    def tag(self, tags: Mapping[str, str]) -> bool:
+        """Set tags on the run (best effort, like every call here); False while tracking is down."""
+        return self._attempt(lambda: self.tracker.set_tags(self.reporter.run_id, tags))  # type: ignore[union-attr]
+
     def finish(self, final: Mapping[str, Any], files: Iterable[Path], patience_s: float = 10.0) -> bool:
         """Everything logged, the run FINISHED; False when tracking stayed down for ``patience_s`` (the next
         submission catches the run up from the trial folder)."""

@@ -44,6 +44,29 @@ class _Fanout:
             reporter.report(epoch, metrics, checkpoint_dir)
 
 
+class _RankHostsTag:
+    """Tags the trial's run with ``rank_hosts``: the host of each rank of this start, in rank order ("node1,node2"
+    for a two-node trial; one name for a one-process trial). The engine gathers them and writes them to config.json
+    before its first epoch; a requeued trial that lands elsewhere gets the tag of its latest start, and
+    slurm_task.json keeps every start's."""
+
+    def __init__(self, run: TrialRun, out_dir: Path):
+        self.run, self.out_dir, self.tagged = run, out_dir, False
+
+    def report(self, epoch: int, metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
+        if self.tagged:
+            return
+        hosts = rank_hosts(self.out_dir)
+        if hosts:
+            self.tagged = self.run.tag({"rank_hosts": ",".join(hosts)})
+
+
+def rank_hosts(out_dir: Path) -> list[str]:
+    """The hosts of the trial's ranks at its latest start (config.json's ``resolved.rank_hosts``), or []."""
+    resolved = (read_json(out_dir / CONFIG_FILE, {}) or {}).get("resolved", {})
+    return [str(h) for h in resolved.get("rank_hosts", [])]
+
+
 def run_trial_process(trial: Trial, ctx: SweepContext, *, tags: Mapping[str, str] | None = None,
                       control: Any | None = None, reporters: Sequence[Any] = ()) -> dict[str, float]:
     """Run (or resume) one trial of a sweep with MLflow logging; returns the engine's final metrics.
@@ -69,7 +92,8 @@ def _run_owned(trial: Trial, ctx: SweepContext, out_dir: Path, tags: Mapping[str
     run = TrialRun(Tracker(ctx.tracking_uri), out_dir / METRICS_FILE, lambda: open_run(trial, ctx, tags), _warn)
     started = time.perf_counter()
     try:
-        final = run_trial(trial.config, out_dir, reporter=_Fanout([run, *reporters]), control=control)
+        final = run_trial(trial.config, out_dir, reporter=_Fanout([run, _RankHostsTag(run, out_dir), *reporters]),
+                          control=control)
     except TrialInterrupted:
         run.end("KILLED")
         write_status(out_dir, "interrupted", error="stopped after a checkpoint; resubmit to resume")

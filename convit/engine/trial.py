@@ -12,6 +12,7 @@ import logging
 import math
 import resource
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -272,11 +273,14 @@ class _Trial:
 
     # ------------------------------------------------------------------------------ the loop
     def run(self) -> dict[str, float]:
+        # Where this start runs, rank by rank (a collective: every rank takes part); config.json keeps the latest
+        # start's, the trial runner tags the MLflow run with it.
+        rank_hosts = gather_objects(socket.gethostname(), self.ctx)
         if self.ctx.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             records.write_json(self.out_dir / records.CONFIG_FILE, {
                 "config": self.cfg.to_dict(), "config_hash": self.hash,
-                "resolved": {**self.res.to_dict(), **self._data_resolved()},
+                "resolved": {**self.res.to_dict(), **self._data_resolved(), "rank_hosts": rank_hosts},
                 "plan": self.plan.to_dict(), "subset": self.data.subset_record,
                 "steps_per_epoch": self.sampler.steps})
         # Gating and nonlocality of the untrained model (deterministic from the seed): the reference that tells

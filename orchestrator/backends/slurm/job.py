@@ -44,7 +44,7 @@ from convit.records import CHECKPOINTS_DIR, list_checkpoints, read_json, write_j
 from orchestrator.lifecycle import close_if_all_ended
 from orchestrator.process_env import apply_thread_budget
 from orchestrator.trial import Trial
-from orchestrator.trial_runner import run_trial_process
+from orchestrator.trial_runner import rank_hosts, run_trial_process
 from orchestrator.workdir import SweepContext, read_trial_record
 
 TASK_FILE = "slurm_task.json"  # in the trial folder: one entry per start of the trial's array task
@@ -293,6 +293,7 @@ class SlurmTrial(Checkpointable):
         if record.get("starts"):
             record["starts"][-1]["first_step"] = runtime.first_step
             record["starts"][-1]["first_step_after_s"] = runtime.first_step - started
+            record["starts"][-1]["rank_hosts"] = rank_hosts(Path(self.trial_dir))  # written before the first step
             write_json(path, record)
         return True
 
