@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import logging
 import signal
+import socket
 import sys
 import time
 import traceback
@@ -89,7 +90,8 @@ def _run_owned(trial: Trial, ctx: SweepContext, out_dir: Path, tags: Mapping[str
     write_trial_record(out_dir, trial)
     write_status(out_dir, "running")
     fail_fast_on_outages()
-    run = TrialRun(Tracker(ctx.tracking_uri), out_dir / METRICS_FILE, lambda: open_run(trial, ctx, tags), _warn)
+    run = TrialRun(Tracker(ctx.tracking_uri), out_dir / METRICS_FILE,
+                   lambda: open_run(trial, ctx, tags, new_start=True), _warn)
     started = time.perf_counter()
     try:
         final = run_trial(trial.config, out_dir, reporter=_Fanout([run, _RankHostsTag(run, out_dir), *reporters]),
@@ -116,17 +118,24 @@ def _run_owned(trial: Trial, ctx: SweepContext, out_dir: Path, tags: Mapping[str
     return final
 
 
-def open_run(trial: Trial, ctx: SweepContext, tags: Mapping[str, str] | None = None) -> str:
-    """Open (or reopen) the trial's child run with its tags, and record its id in the trial folder."""
+def open_run(trial: Trial, ctx: SweepContext, tags: Mapping[str, str] | None = None, *,
+             new_start: bool = False) -> str:
+    """Open (or reopen) the trial's child run with its tags, and record its id in the trial folder.
+
+    ``new_start``: this process trains the trial (not a catch-up from the submitting host); its host joins the
+    ``start_hosts`` tag, the host of each start in order ("node2,node1": a trial retried elsewhere after its node
+    was lost), kept in the trial folder's mlflow_run.json between starts."""
     out_dir = ctx.trial_dir(trial.id)
+    known = read_json(out_dir / RUN_ID_FILE, {}) or {}
+    start_hosts = list(known.get("start_hosts", [])) + ([socket.gethostname()] if new_start else [])
     run_id = Tracker(ctx.tracking_uri).open_trial_run(
         experiment=ctx.experiment, sweep_id=ctx.sweep_id, parent_run_id=ctx.parent_run_id, trial_id=trial.id,
         trial_name=run_name(trial.axes, ctx.name), params=trial.config_dict(),
         tags={**env_tags(), "backend": ctx.backend, "git_commit": ctx.git_commit,
               "mlflow.source.git.commit": ctx.git_commit, **{f"axis.{k}": str(v) for k, v in trial.axes.items()},
-              **dict(tags or {})},
-        known_run_id=(read_json(out_dir / RUN_ID_FILE, {}) or {}).get("run_id"))
-    write_json(out_dir / RUN_ID_FILE, {"run_id": run_id, "tracking_uri": ctx.tracking_uri})
+              **({"start_hosts": ",".join(start_hosts)[-5000:]} if start_hosts else {}), **dict(tags or {})},
+        known_run_id=known.get("run_id"))
+    write_json(out_dir / RUN_ID_FILE, {"run_id": run_id, "tracking_uri": ctx.tracking_uri, "start_hosts": start_hosts})
     return run_id
 
 

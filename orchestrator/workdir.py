@@ -34,7 +34,7 @@ TRIALS_FILE = "trials.json"
 TRIAL_FILE = "trial.json"
 STATUS_FILE = "status.json"
 TRIAL_LOG = "trial.log"  # a local trial process's stdout and stderr
-RUN_ID_FILE = "mlflow_run.json"  # the trial's MLflow child run: {run_id, tracking_uri}
+RUN_ID_FILE = "mlflow_run.json"  # the trial's MLflow child run: {run_id, tracking_uri, start_hosts}
 
 
 def resolve_workdir(arg: str | Path | None = None) -> Path:

@@ -92,6 +92,7 @@ def test_sweep_lands_in_mlflow_and_resubmission_runs_nothing(tmp_path: Path):
         assert run.info.status == "FINISHED"
         assert tags["mlflow.parentRunId"] == parent.info.run_id
         assert tags["sweep_id"] == "e2e" and tags["backend"] == "local" and tags["host"]
+        assert tags["start_hosts"] == tags["host"] and tags["rank_hosts"] == tags["host"]  # one start, one rank
         assert tags["git_commit"] and tags["mlflow.runName"] == f"{trials[trial_id]['axes']['model']} · s0"
         assert params["model"] == trials[trial_id]["axes"]["model"]
         assert params["model_kwargs.img_size"] == "32" and params["epochs"] == "2"
@@ -200,6 +201,7 @@ def test_cancelled_and_killed_trial_resumes_with_each_step_once(tmp_path: Path):
     assert (trial_dir / "final.json").exists()
     run = tracker.client.get_run(run_id)
     assert run.info.status == "FINISHED" and len(tracker.trial_runs("resume", "resume")) == 1
+    assert run.data.tags["start_hosts"] == ",".join([run.data.tags["host"]] * 3)  # three starts of the trial
     for key in ("epoch", "train_loss", "lr", "gating/l00"):
         history = tracker.metric_history(run_id, key)
         assert [s for s, _ in history] == list(range(10)), key  # every step once: no duplicate, none missing
