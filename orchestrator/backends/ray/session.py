@@ -59,7 +59,11 @@ def ray_session(opts: RaySection, console: Console | None = None) -> Iterator[No
                      object_store_memory=LOCAL_OBJECT_STORE_BYTES, **common)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         where = f"the Ray cluster at {opts.address}" if opts.address else "a local Ray"
-        raise OrchestratorError(f"could not start or reach {where}: {exc}") from exc
+        hint = ""
+        if opts.address and os.environ.get("RAY_AUTH_MODE") != "token":
+            hint = ("; if the cluster uses token authentication (slurm/ray-cluster.sbatch turns it on), export "
+                    "RAY_AUTH_MODE=token here, with the cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN")
+        raise OrchestratorError(f"could not start or reach {where}: {exc}{hint}") from exc
     if not opts.address:
         _remember_local_ray()
     try:
