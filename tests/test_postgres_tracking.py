@@ -1,10 +1,12 @@
 """MLflow's tracking server on a real PostgreSQL (postgres/start.sh, its own data folder, 127.0.0.1, a generated
 password read by libpq from PGPASSFILE): a sweep logs every step once through the server, and a 60 s outage of
-the database under a running sweep costs no trial and no step. Started and stopped by PID, like the SLURM daemons."""
+the database under a running sweep, and then one of the server itself, costs no trial and no step. Started and
+stopped by PID, like the SLURM daemons."""
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -20,7 +22,7 @@ from convit.records import read_metrics
 
 pytestmark = pytest.mark.slow
 OUTAGE_S = 60
-EPOCHS = 60
+EPOCHS = 95  # ~150 s of training: through both outages
 
 
 def _problem() -> str | None:
@@ -92,38 +94,50 @@ def test_a_sweep_logs_through_a_postgresql_backed_server(postgres: Postgres, tmp
     assert count.returncode == 0 and int(count.stdout) >= 2, count.stderr  # the sweep's parent run and its trial
 
 
-def test_a_database_outage_costs_no_trial_and_no_step(postgres: Postgres, tmp_path: Path):
-    server = start_server(tmp_path / "server", port=free_port(), backend_store_uri=postgres.uri)
+def test_a_database_outage_then_a_server_outage_cost_no_trial_and_no_step(postgres: Postgres, tmp_path: Path):
+    """One sweep; the database under the server is stopped for 60 s, then (once it is back) the server itself is
+    killed (SIGKILL, its whole process group) for 60 s and started again on its port: the trial trains through
+    both, and MLflow ends with every step exactly once."""
+    port = free_port()
+    server = start_server(tmp_path / "server", port=port, backend_store_uri=postgres.uri)
     work = tmp_path / "runs"
-    spec = _sweep(tmp_path, "dbdown", epochs=EPOCHS, train=192)  # ~1.6 s an epoch here: outlasts the outage
+    spec = _sweep(tmp_path, "outages", epochs=EPOCHS, train=192)  # ~1.6 s an epoch here: outlasts both outages
     log = tmp_path / "submit.log"
     with open(log, "w") as out_file:  # a file, not a pipe nobody reads while it runs (a full pipe blocks it)
         submit = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "submit", str(spec), "--workdir",
                                    str(work), "--tracking-uri", server.uri], cwd=REPO, env=cli_env(),
                                   stdout=out_file, stderr=subprocess.STDOUT, text=True)
+    trained = {}
     try:
         def epochs() -> int:
-            found = [p.parent for p in (work / "sweeps" / "dbdown" / "trials").glob("*/metrics.jsonl")]
+            found = [p.parent for p in (work / "sweeps" / "outages" / "trials").glob("*/metrics.jsonl")]
             return len(read_metrics(found[0])) if found else 0
 
         wait_for(lambda: epochs() >= 2, timeout=180, what="two epochs")
         postgres.run("stop.sh")
         before = epochs()
         time.sleep(OUTAGE_S)
-        during = epochs()
+        trained["database down"] = epochs() - before
         postgres.run("start.sh")
+        wait_for(lambda: epochs() >= before + trained["database down"] + 3, timeout=60, what="three more epochs")
+        os.killpg(server.proc.pid, signal.SIGKILL)
+        server.proc.wait(timeout=30)
+        before = epochs()
+        time.sleep(OUTAGE_S)
+        trained["server down"] = epochs() - before
+        server = start_server(tmp_path / "server", port=port, backend_store_uri=postgres.uri)
         submit.wait(timeout=600)
     finally:
         if submit.poll() is None:
             submit.kill()
     out = log.read_text()
     assert submit.returncode == 0, out
-    assert during > before, "training stopped while the database was down"
+    assert all(n > 10 for n in trained.values()), f"epochs trained during each outage: {trained}"
     again = cli("submit", str(spec), "--workdir", str(work), "--tracking-uri", server.uri)  # logs what is missing
     try:
         assert again.returncode == 0, again.stdout + again.stderr
         tracker = Tracker(server.uri)
-        (run,) = tracker.trial_runs("dbdown", "dbdown").values()
+        (run,) = tracker.trial_runs("outages", "outages").values()
         assert run.info.status == "FINISHED"
         assert steps(tracker, run.info.run_id, "epoch") == list(range(EPOCHS))  # every epoch exactly once
         assert steps(tracker, run.info.run_id, "train_loss") == list(range(EPOCHS))
