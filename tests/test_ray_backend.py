@@ -101,10 +101,11 @@ def assert_no_ray_left(work: Path, sweep: str) -> None:
 
 # ------------------------------------------------------------------------------------------------------- FIFO
 def test_fifo_sweep_with_a_killed_worker(tmp_path: Path):
-    """4 trials, 2 at a time; one trial's worker is SIGKILLed after its first epoch: Tune retries it from its
-    checkpoint, it ends with the metrics of an uninterrupted run, and MLflow has every epoch exactly once."""
+    """2 trials at a time; one trial's worker is SIGKILLed after its first epoch: Tune retries it from its
+    checkpoint, it ends with the metrics of an uninterrupted run, and MLflow has every epoch exactly once. (A whole
+    node lost mid-sweep: tests/test_ray_slurm_cluster.py.)"""
     work = tmp_path / "runs"
-    spec = write_sweep(tmp_path, "rfifo", 3, "grid:\n  lr: [0.001, 0.0005]\nseeds: [0, 1]\n"
+    spec = write_sweep(tmp_path, "rfifo", 3, "grid:\n  lr: [0.001, 0.0005]\nseeds: [0]\n"
                        "ray: {num_cpus: 2, cpus_per_trial: 1, max_failures: 2}\n")
     proc = cli_background("submit", str(spec), "--backend", "ray", "--workdir", str(work), log=tmp_path / "log")
     try:
@@ -141,7 +142,7 @@ def test_fifo_sweep_with_a_killed_worker(tmp_path: Path):
     parent = tracker.find_sweep_run("rfifo", "rfifo")
     assert parent is not None and parent.info.status == "FINISHED"
     runs = tracker.trial_runs("rfifo", "rfifo")
-    assert set(runs) == set(trial_dirs(work, "rfifo")) and len(runs) == 4
+    assert set(runs) == set(trial_dirs(work, "rfifo")) and len(runs) == 2
     for trial_id, run in runs.items():
         assert run.info.status == "FINISHED"
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
@@ -156,7 +157,7 @@ def test_fifo_sweep_with_a_killed_worker(tmp_path: Path):
 
     again = cli("submit", str(spec), "--backend", "ray", "--workdir", str(work))
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "4 trial(s) already finished" in again.stdout
+    assert "2 trial(s) already finished" in again.stdout
 
 
 # ------------------------------------------------------------------------------------------------------- ASHA

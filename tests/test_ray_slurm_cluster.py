@@ -24,7 +24,7 @@ from tests.test_slurm_backend_cluster import cluster_problem, node_count
 
 pytestmark = [pytest.mark.slurm, pytest.mark.ray]
 REPO = Path(__file__).resolve().parents[1]
-EPOCHS = 8
+EPOCHS = 6
 SEEDS = 4  # 4 trials of 1 CPU on two nodes of 2 CPUs: two run on each node
 
 

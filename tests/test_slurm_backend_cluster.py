@@ -67,10 +67,10 @@ MAIN = {
             "dataset": ["synthetic", "synthetic", "synthetic", "synthetic", "imagefolder"]},
     "slurm": {"profile": "local", "array_parallelism": 2},
 }
-# ~42 s of training (+5 s start-up) here: more than the first job can run before its USR2 (SLURM sends it up to a
+# ~35 s of training (+5-9 s start-up) here: more than the first job can run before its USR2 (SLURM sends it up to a
 # minute early, and the task's backstop sends it 35 s after the start at the latest: signal_delay_s / 2 before
 # the end), so at least one requeue; a few jobs in all.
-LIMIT_EPOCHS = 6
+LIMIT_EPOCHS = 5
 LIMIT = {
     "name": "limit",
     "base": {**SMOKE, "epochs": LIMIT_EPOCHS, "synthetic_train_size": 1024, "analysis_every": 0},
