@@ -1,19 +1,22 @@
-"""Training throughput and peak memory: our ConViT vs timm's (same weights), and ConViT vs DeiT.
+"""Training throughput and peak memory: our ConViT vs timm's (same weights), our DeiT vs timm's DeiT, and
+ConViT vs DeiT.
 
-One training step = forward + cross-entropy + backward + AdamW step. On a shared machine single steps
-of the models are timed in rotation (ours, timm, deit, timm, deit, ours, ...): throughput is the median
-step, and ratios are medians of per-round ratios, so a burst of load elsewhere hits the compared models
-alike. Peak memory: CUDA ``max_memory_allocated`` (bf16
-autocast); on CPU how far the RSS rises above its pre-training level during two training steps,
-measured for each model in a fresh subprocess.
+One training step = forward + cross-entropy + backward + AdamW step. Made to hold on a shared, noisy machine:
+torch's threads pinned (``--threads``, also the process's CPU affinity to that many cores), ``--warmup`` untimed
+steps per model, then single steps timed in rotation (ours, timm, deit, timm_deit, then the next round starting
+one later...): throughput is the median step, and every ratio is the median of per-round ratios (the steps of one
+round run back to back under the same load) with its interquartile range; the load average before and after is
+printed. Peak memory: CUDA ``max_memory_allocated`` (bf16 autocast); on CPU how far the RSS rises above its
+pre-training level during two training steps, measured for each model in a fresh subprocess.
 
-    python benchmarks/bench_models.py --batch-size 32 --steps 5 --out bench.json
+    python benchmarks/bench_models.py --threads 2 --batch-size 32 --steps 12 --warmup 3 --out bench.json
 """
 from __future__ import annotations
 
 import argparse
 import gc
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -28,12 +31,13 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-CASES = {  # case -> (our name, baseline deit, create kwargs)
+CASES = {  # case -> (our name, our deit, create kwargs); timm's deit is TIMM_DEIT[our deit]
     "tiny-32px-p4": ("convit_tiny", "deit_tiny", dict(img_size=32, patch_size=4, num_classes=10)),
     "tiny-224px-p16": ("convit_tiny", "deit_tiny", dict(img_size=224, patch_size=16, num_classes=1000)),
     "small-224px-p16": ("convit_small", "deit_small", dict(img_size=224, patch_size=16, num_classes=1000)),
 }
-IMPLS = ("ours", "timm", "deit")
+IMPLS = ("ours", "timm", "deit", "timm_deit")
+TIMM_DEIT = {"deit_tiny": "deit_tiny_patch16_224", "deit_small": "deit_small_patch16_224"}
 
 
 @dataclass
@@ -58,6 +62,9 @@ def build(impl: str, case: str, device: str) -> torch.nn.Module:
     torch.manual_seed(0)
     if impl == "deit":
         return convit.create_model(deit_name, **kwargs).to(device)
+    if impl == "timm_deit":  # timm's own DeiT (qkv bias on, as published); ours has the ConViT code's (off)
+        timm_kwargs = {k: v for k, v in kwargs.items() if k != "patch_size"}
+        return timm.create_model(TIMM_DEIT[deit_name], patch_size=kwargs["patch_size"], **timm_kwargs).to(device)
     reference = timm.create_model(convit_name, **kwargs)
     if impl == "timm":
         return reference.to(device)
@@ -98,7 +105,7 @@ def time_interleaved(case: str, device: str, args: argparse.Namespace) -> list[R
     for impl in IMPLS:
         model = build(impl, case, device)
         steps[impl] = make_step(model, case, args.batch_size, device)
-        name = CASES[case][1] if impl == "deit" else CASES[case][0]
+        name = {"deit": CASES[case][1], "timm_deit": TIMM_DEIT[CASES[case][1]]}.get(impl, CASES[case][0])
         results[impl] = Result(device, case, impl, name, args.batch_size)
         for _ in range(args.warmup):
             steps[impl]()
@@ -155,19 +162,31 @@ def cpu_peak(impl: str, case: str, args: argparse.Namespace) -> float:
     return float(out.strip().splitlines()[-1])
 
 
-def _paired_ratio(a: Result, b: Result) -> float:
-    """Median over rounds of a/b throughput: each round's steps ran back to back under the same load."""
-    return statistics.median(x / y for x, y in zip(a.step_img_per_s, b.step_img_per_s))
+def _paired_ratio(a: Result, b: Result) -> dict[str, float]:
+    """Median and interquartile range over rounds of a/b throughput (each round's steps ran back to back under
+    the same load)."""
+    per_round = sorted(x / y for x, y in zip(a.step_img_per_s, b.step_img_per_s))
+    if len(per_round) < 2:
+        return dict(median=per_round[0], q1=per_round[0], q3=per_round[0], rounds=len(per_round))
+    q1, _, q3 = statistics.quantiles(per_round, n=4, method="inclusive")
+    return dict(median=statistics.median(per_round), q1=q1, q3=q3, rounds=len(per_round))
+
+
+RATIOS = {  # name -> (numerator impl, denominator impl)
+    "speed_ours_vs_timm": ("ours", "timm"),
+    "speed_convit_vs_deit": ("ours", "deit"),
+    "speed_deit_vs_timm_deit": ("deit", "timm_deit"),
+}
 
 
 def ratios(results: list[Result]) -> list[dict]:
-    """ours/timm speed and memory, convit/deit speed, per device and case."""
+    """Per device and case: ours/timm ConViT speed and memory, ConViT/DeiT speed, our DeiT / timm's DeiT speed."""
     rows = []
     for device, case in sorted({(r.device, r.case) for r in results}):
         by = {r.impl: r for r in results if r.device == device and r.case == case}
         mem = by["ours"].peak_mem_mib / by["timm"].peak_mem_mib if by["ours"].peak_mem_mib and by["timm"].peak_mem_mib else None
-        rows.append(dict(device=device, case=case, speed_ours_vs_timm=_paired_ratio(by["ours"], by["timm"]),
-                         mem_ours_vs_timm=mem, speed_convit_vs_deit=_paired_ratio(by["ours"], by["deit"])))
+        rows.append(dict(device=device, case=case, mem_ours_vs_timm=mem,
+                         **{name: _paired_ratio(by[a], by[b]) for name, (a, b) in RATIOS.items()}))
     return rows
 
 
@@ -182,12 +201,18 @@ def print_table(results: list[Result], summary: list[dict]) -> None:
         rounds = f"{min(r.step_img_per_s):.1f}-{max(r.step_img_per_s):.1f}"
         mem = f"{r.peak_mem_mib:.0f}" if r.peak_mem_mib is not None else "-"
         table.add_row(r.device, r.case, r.impl, r.model, str(r.batch_size), f"{r.img_per_s:.1f}", rounds, mem)
-    ratio_table = Table(title="Ratios (median of per-round ratios)")
-    for col in ("device", "case", "ours/timm speed", "ours/timm memory", "convit/deit speed"):
+    ratio_table = Table(title="Ratios: median of per-round ratios [interquartile range]")
+    for col in ("device", "case", "ConViT ours/timm speed", "ours/timm memory", "ConViT/DeiT speed (ours)",
+                "DeiT ours/timm speed"):
         ratio_table.add_column(col)
+
+    def fmt(r: dict[str, float]) -> str:
+        return f"{r['median']:.2f}x [{r['q1']:.2f}-{r['q3']:.2f}]"
+
     for s in summary:
         mem = f"{s['mem_ours_vs_timm']:.2f}x" if s["mem_ours_vs_timm"] is not None else "-"
-        ratio_table.add_row(s["device"], s["case"], f"{s['speed_ours_vs_timm']:.2f}x", mem, f"{s['speed_convit_vs_deit']:.2f}x")
+        ratio_table.add_row(s["device"], s["case"], fmt(s["speed_ours_vs_timm"]), mem, fmt(s["speed_convit_vs_deit"]),
+                            fmt(s["speed_deit_vs_timm_deit"]))
     Console(width=max(Console().width, 150)).print(table, ratio_table)
 
 
@@ -195,8 +220,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=32, help="images per step on CPU")
     parser.add_argument("--cuda-batch-size", type=int, default=128, help="images per step on CUDA")
-    parser.add_argument("--steps", type=int, default=5, help="timed steps per model, interleaved; medians reported")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per model first")
+    parser.add_argument("--steps", type=int, default=12, help="timed rounds (one step per model each), interleaved")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per model first")
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--devices", nargs="+", default=None, choices=["cpu", "cuda"], help="default: cpu, plus cuda if present")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch CPU threads")
@@ -212,13 +237,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def pin_threads(threads: int) -> list[int]:
+    """torch's intra-op threads = ``threads``, and the process (its children too) on that many cores, so the OS
+    does not move the work around between rounds. Returns the cores used."""
+    torch.set_num_threads(threads)
+    cores = sorted(os.sched_getaffinity(0))[:threads]
+    os.sched_setaffinity(0, cores)
+    return cores
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
+    cores = pin_threads(args.threads)
     if args.worker:
         print(cpu_peak_worker(*args.worker, args.batch_size))
         return 0
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    load_before = os.getloadavg()
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in load_before)}; {args.threads} thread(s) on "
+          f"core(s) {cores}", file=sys.stderr)
     results: list[Result] = []
     for device in devices:
         run_args = argparse.Namespace(**vars(args))
@@ -233,8 +270,12 @@ def main(argv: list[str] | None = None) -> int:
             results += case_results
     summary = ratios(results)
     print_table(results, summary)
+    load_after = os.getloadavg()
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in load_before)}, after: "
+          f"{' '.join(f'{x:.2f}' for x in load_after)} (1, 5, 15 min)")
     if args.out:
-        meta = dict(torch=torch.__version__, threads=args.threads, steps=args.steps, warmup=args.warmup,
+        meta = dict(torch=torch.__version__, threads=args.threads, cores=cores, steps=args.steps, warmup=args.warmup,
+                    load_before=load_before, load_after=load_after,
                     cuda_device=torch.cuda.get_device_name() if torch.cuda.is_available() else None,
                     command=" ".join([Path(sys.executable).name, *sys.argv]))
         args.out.parent.mkdir(parents=True, exist_ok=True)

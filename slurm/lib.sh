@@ -80,6 +80,18 @@ pid_gone() {
     [[ $stat == Z* ]]
 }
 
+# One start.sh or stop.sh at a time: two at once would start every daemon twice (the second copies overwrite the
+# pid files, and stop.sh then cannot find the daemons that run). Held on fd 9 until the script exits; every daemon
+# is started with fd 9 closed (`9>&-`), or it would hold the lock for as long as it runs.
+hold_cluster_lock() {
+    mkdir -p "$CONVIT_SLURM_DIR"
+    exec 9>"$CONVIT_SLURM_DIR/.lock"
+    if ! flock -n 9; then
+        say "another slurm/start.sh or stop.sh is running: waiting for it (at most 5 min)"
+        flock -w 300 9 || die "another slurm/start.sh or stop.sh still holds $CONVIT_SLURM_DIR/.lock after 5 min"
+    fi
+}
+
 controller_answers() { timeout 10 sinfo -h -o %T >/dev/null 2>&1; }
 
 # Poll a command until it succeeds; `what` names it in the error. Returns 1 on timeout.

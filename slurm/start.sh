@@ -4,8 +4,9 @@
 #   slurm/start.sh [--nodes N]
 #
 # One node (the default) is this host under its own name. N > 1 nodes are node1..nodeN: one slurmd each, in its own
-# UTS namespace (`unshare --uts`; its hostname, and so every task's, is the node name), on its own loopback address
-# 127.0.2.K and port 6820+K; /etc/hosts gets a marked line per node so the names resolve (stop.sh removes them).
+# UTS namespace (`unshare --uts`; its hostname, and so every task's, is the node name), reached at its own loopback
+# address 127.0.2.K on its own port 6820+K (it listens on all interfaces); /etc/hosts gets a marked line per node
+# so the names resolve (stop.sh removes them). One start.sh/stop.sh at a time (a lock; a second one waits).
 # Each node declares this machine's CPUs and memory (slurmd -C): N nodes oversubscribe the machine N times.
 #
 # Idempotent: a cluster that is already up with the same nodes is left alone (its summary is printed); daemons that
@@ -26,6 +27,7 @@ MAX_TIME_MIN=${CONVIT_SLURM_MAX_TIME_MIN:-60}
 MYCNF=$CONVIT_SLURM_DIR/etc/my.cnf
 START_TIMEOUT_S=60
 NODE_COUNT=${CONVIT_SLURM_NODES:-1}
+NODES_FROM="CONVIT_SLURM_NODES"
 MAX_NODES=16
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
@@ -33,14 +35,16 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 parse_args() {
     while (($#)); do
         case $1 in
-            --nodes) (($# >= 2)) || die "--nodes needs a number, e.g. --nodes 2"; NODE_COUNT=$2; shift 2 ;;
-            --nodes=*) NODE_COUNT=${1#--nodes=}; shift ;;
+            --nodes) (($# >= 2)) || die "--nodes needs a number, e.g. --nodes 2"; NODE_COUNT=$2; NODES_FROM=--nodes
+                shift 2 ;;
+            --nodes=*) NODE_COUNT=${1#--nodes=}; NODES_FROM=--nodes; shift ;;
             -h | --help) usage; exit 0 ;;
             *) die "unknown argument '$1' (usage: slurm/start.sh [--nodes N])" ;;
         esac
     done
-    [[ $NODE_COUNT =~ ^[1-9][0-9]*$ ]] && ((NODE_COUNT <= MAX_NODES)) ||
-        die "--nodes '$NODE_COUNT': give a whole number of nodes from 1 to $MAX_NODES"
+    # Two digits at most before any arithmetic: bash integers wrap around at 2^64.
+    [[ $NODE_COUNT =~ ^[1-9][0-9]?$ ]] && ((NODE_COUNT <= MAX_NODES)) ||
+        die "$NODES_FROM '$NODE_COUNT': give a whole number of nodes from 1 to $MAX_NODES"
 }
 
 # The node names this start asks for: this host's for one node, node1..nodeN for several.
@@ -137,7 +141,8 @@ start_munged() {
         runuser -u munge -- mungekey --create --keyfile=/etc/munge/munge.key
     fi
     say "starting munged"
-    runuser -u munge -- munged --force --pid-file="$(pid_file munged)" --log-file="$CONVIT_SLURM_DIR/munge/munged.log"
+    runuser -u munge -- munged --force --pid-file="$(pid_file munged)" --log-file="$CONVIT_SLURM_DIR/munge/munged.log" \
+        9>&-
     wait_for 15 "munged (munge -n | unmunge)" bash -c 'munge -n | unmunge'
 }
 
@@ -154,7 +159,7 @@ start_mariadbd() {
             { tail -20 "$CONVIT_SLURM_DIR/log/mariadb-install-db.log" >&2; die "mariadb-install-db failed"; }
     fi
     say "starting mariadbd"
-    setsid mariadbd --defaults-file="$MYCNF" </dev/null >>"$CONVIT_SLURM_DIR/log/mariadbd.out" 2>&1 &
+    setsid mariadbd --defaults-file="$MYCNF" </dev/null >>"$CONVIT_SLURM_DIR/log/mariadbd.out" 2>&1 9>&- &
     wait_for 30 "mariadbd (select 1)" mariadb_query 'select 1' ||
         { tail -20 "$CONVIT_SLURM_DIR/mysql/log/mariadbd.log" >&2; exit 1; }
     wait_for 10 "mariadbd pid file" is_running mariadbd
@@ -229,13 +234,13 @@ fail_with_log() {
 start_slurm_daemons() {
     if ! is_running slurmdbd; then
         say "starting slurmdbd"
-        slurmdbd
+        slurmdbd 9>&-
     fi
     wait_for "$START_TIMEOUT_S" "slurmdbd (sacctmgr show cluster)" timeout 10 sacctmgr -n show cluster ||
         fail_with_log slurmdbd "$CONVIT_SLURM_DIR/log/slurmdbd.log"
     if ! is_running slurmctld; then
         say "starting slurmctld -c"
-        slurmctld -c
+        slurmctld -c 9>&-
     fi
     wait_for "$START_TIMEOUT_S" "slurmctld (scontrol ping)" bash -c 'scontrol ping | grep -q UP' ||
         fail_with_log slurmctld "$CONVIT_SLURM_DIR/log/slurmctld.log"
@@ -256,9 +261,9 @@ start_slurmd() {
     mkdir -p "$CONVIT_SLURM_DIR/spool/$name"
     say "starting slurmd for $name"
     if ((NODE_COUNT == 1)); then
-        slurmd
+        slurmd 9>&-
     else
-        unshare --uts bash -c 'hostname "$1" && exec slurmd -N "$1"' _ "$name"
+        unshare --uts bash -c 'hostname "$1" && exec slurmd -N "$1"' _ "$name" 9>&-
     fi
 }
 
@@ -284,11 +289,15 @@ summary() {
 main() {
     local start=$SECONDS
     parse_args "$@"
+    hold_cluster_lock
     check_inputs
     local running
     running=$(node_names | paste -sd, || true)
     if slurm_daemons_run && [[ $running != "$(wanted_nodes | paste -sd,)" ]]; then
-        die "the cluster runs with node(s) $running; to start $NODE_COUNT node(s), stop it first: slurm/stop.sh"
+        local count
+        count=$(node_names | wc -l)
+        die "the cluster runs with node(s) $running (slurm/start.sh --nodes $count restarts any of its daemons that" \
+            "died); to start $NODE_COUNT node(s) instead, stop it first: slurm/stop.sh"
     fi
     if cluster_up; then
         say "already running"

@@ -47,6 +47,7 @@ remove_hosts_entries() {
 
 main() {
     ((EUID == 0)) || die "run as root (sudo $0)"
+    hold_cluster_lock
     cancel_jobs
     local name
     for name in $(all_daemons | tac); do stop_daemon "$name"; done
