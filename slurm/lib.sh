@@ -92,6 +92,21 @@ hold_cluster_lock() {
     fi
 }
 
+# The marked /etc/hosts lines: node1..nodeN at 127.0.2.K for a cluster of N > 1 nodes (node names must resolve:
+# gloo, Ray and `hostname --ip-address` look them up), none otherwise (N = 0 removes them). Rewritten in place:
+# /etc/hosts may be a bind mount.
+set_hosts_entries() {
+    local count=$1 kept k
+    grep -qF "$HOSTS_MARK" /etc/hosts || ((count > 1)) || return 0
+    kept=$(grep -vF "$HOSTS_MARK" /etc/hosts || true)
+    {
+        printf '%s\n' "$kept"
+        if ((count > 1)); then
+            for ((k = 1; k <= count; k++)); do printf '127.0.2.%d node%d  %s\n' "$k" "$k" "$HOSTS_MARK"; done
+        fi
+    } >/etc/hosts
+}
+
 controller_answers() { timeout 10 sinfo -h -o %T >/dev/null 2>&1; }
 
 # Poll a command until it succeeds; `what` names it in the error. Returns 1 on timeout.

@@ -95,19 +95,6 @@ slurm_daemons_run() {
     return 1
 }
 
-# One marked /etc/hosts line per node of a several-node cluster (node names must resolve: gloo, Ray and
-# `hostname --ip-address` look them up); none for one node. Rewritten in place: /etc/hosts may be a bind mount.
-write_hosts_entries() {
-    local kept k
-    kept=$(grep -vF "$HOSTS_MARK" /etc/hosts || true)
-    {
-        printf '%s\n' "$kept"
-        if ((NODE_COUNT > 1)); then
-            for ((k = 1; k <= NODE_COUNT; k++)); do printf '127.0.2.%d node%d  %s\n' "$k" "$k" "$HOSTS_MARK"; done
-        fi
-    } >/etc/hosts
-}
-
 make_dirs() {
     mkdir -p "$CONVIT_SLURM_DIR"/{etc,state,spool,log,run}
     chmod 755 "$CONVIT_SLURM_DIR"
@@ -315,7 +302,7 @@ main() {
     else
         write_slurm_configs
     fi
-    write_hosts_entries
+    set_hosts_entries "$NODE_COUNT"
     start_slurm_daemons
     say "started in $((SECONDS - start)) s"
     summary

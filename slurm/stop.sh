@@ -38,20 +38,13 @@ stop_daemon() {
     fi
 }
 
-remove_hosts_entries() {
-    grep -qF "$HOSTS_MARK" /etc/hosts || return 0
-    local kept
-    kept=$(grep -vF "$HOSTS_MARK" /etc/hosts || true)
-    printf '%s\n' "$kept" >/etc/hosts  # in place: /etc/hosts may be a bind mount
-}
-
 main() {
     ((EUID == 0)) || die "run as root (sudo $0)"
     hold_cluster_lock
     cancel_jobs
     local name
     for name in $(all_daemons | tac); do stop_daemon "$name"; done
-    remove_hosts_entries
+    set_hosts_entries 0
     local left
     left=$(ps -o pid=,stat=,comm= -C slurmctld,slurmd,slurmstepd,slurmdbd,mariadbd,munged | awk '$2 !~ /^Z/' || true)
     if [[ -n $left ]]; then
