@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from convit.records import (OWNER_FILE, is_finished, pid_alive, process_start, read_json, read_metrics,
                             trial_owner, write_json)
-from orchestrator.preflight import planned_epochs
+from orchestrator.plans import planned_epochs
 from orchestrator.trial import Trial
 from orchestrator.workdir import STATUS_FILE
 

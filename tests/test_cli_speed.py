@@ -1,6 +1,6 @@
 """The speed of the door (issue 12): a dry run and a resubmission of a finished sweep import no torch, and the
 shortcuts that make that possible give the answers of what they replace: timm's optimizer list and RandAugment
-parser (convit.data.recipe), the plan the engine recorded (orchestrator.preflight.planned_epochs), the tracking
+parser (convit.data.recipe), the plan the engine recorded (orchestrator.plans.planned_epochs), the tracking
 URI rules held in two modules (orchestrator.tracking_uri, orchestrator.tracking). Timings are a benchmark's job
 (benchmarks/bench_cli.py), not a test's."""
 from __future__ import annotations
@@ -23,7 +23,7 @@ from convit.data.recipe import RAND_NUMERIC, TIMM_OPTIMIZERS, TIMM_VERSION, chec
 from convit.records import CONFIG_FILE, FINAL_FILE, METRICS_FILE, write_json
 from orchestrator import tracking, tracking_uri
 from orchestrator.errors import OrchestratorError
-from orchestrator.preflight import planned_epochs, trial_plan
+from orchestrator.plans import planned_epochs, trial_plan
 from orchestrator.spec import expand, parse_spec
 from orchestrator.status import trial_status
 from orchestrator.submit import tracking_uri_for

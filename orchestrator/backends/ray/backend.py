@@ -39,7 +39,7 @@ from orchestrator.backends.ray.trainable import (CANCEL_FILE, STOPPED_FILE, WORK
                                                 stop_markers, train_trial)
 from orchestrator.process_env import cpu_count, visible_gpus
 from orchestrator.errors import OrchestratorError
-from orchestrator.preflight import planned_epochs
+from orchestrator.plans import planned_epochs
 from orchestrator.sections.ray import RaySection, mutation_bounds
 from orchestrator.status import (TrialStatus, is_recorded_process, pid_alive, read_status, trial_status,
                                  write_status)
