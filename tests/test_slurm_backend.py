@@ -38,13 +38,6 @@ def test_profile_fills_the_section_and_the_sweep_overrides_it():
     assert gpu.gpus_per_node == 4 and gpu.account is None and "module purge" in gpu.setup
 
 
-def test_old_key_names_still_work_but_not_together_with_the_new_ones():
-    section = spec("{time_min: 90, max_num_timeout: 5}").slurm
-    assert (section.timeout_min, section.max_requeues) == (90, 5)
-    with pytest.raises(SpecError, match="'time_min' is the old name of 'timeout_min'"):
-        spec("{time_min: 90, timeout_min: 60}")
-
-
 @pytest.mark.parametrize("slurm, message", [
     ("{profile: lcoal}", r"unknown cluster profile 'lcoal' \(did you mean 'local'\?\)"),
     ("{partiton: debug}", r"slurm.partiton: unknown key 'partiton' \(did you mean 'partition'\?\)"),

@@ -160,7 +160,7 @@ def test_override_of_an_axis_is_refused():
 
 
 def test_backend_sections_are_typed():
-    spec = parse_spec("name: s\nbase: smoke\nslurm: {partition: gpu, gpus_per_node: 8, time_min: 4320}\n"
+    spec = parse_spec("name: s\nbase: smoke\nslurm: {partition: gpu, gpus_per_node: 8, timeout_min: 4320}\n"
                       "ray: {cpus_per_trial: 0.5, scheduler: {type: asha}}\n")
     assert spec.slurm.gpus_per_node == 8 and spec.ray.scheduler.type == "asha"
     with pytest.raises(SpecError, match=r"ray.scheduler.type: Input should be 'fifo', 'asha' or 'pbt'"):

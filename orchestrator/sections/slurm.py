@@ -27,9 +27,6 @@ from orchestrator.text import did_you_mean, pydantic_problems
 PROFILES_ENV = "CONVIT_SLURM_PROFILES"
 REPO_PROFILES = Path(__file__).resolve().parents[2] / "slurm" / "profiles"
 
-#: Keys the old section used, accepted for backward compatibility (sweep files written before profiles).
-LEGACY_KEYS = {"time_min": "timeout_min", "max_num_timeout": "max_requeues"}
-
 # partition/account/qos names: SLURM allows letters, digits and _ . - (a partition list is comma-separated).
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+(,[A-Za-z0-9_.\-]+)*$")
 # node feature expressions: names joined by & | , * with [ ] ( ) ! and counts (*2), no blanks or quotes.
@@ -98,25 +95,12 @@ def load_profile(name: str, allowed: list[str]) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ValueError(f"cluster profile {path} is not a mapping of slurm keys")
-    data = rename_legacy(data, where=str(path))
     unknown = [k for k in data if k not in allowed]
     if unknown:
         key = str(unknown[0])
         hint = did_you_mean(key, allowed) or f"; known keys: {', '.join(allowed)}"
         raise ValueError(f"cluster profile {path}: unknown key '{key}'{hint}")
     return data
-
-
-def rename_legacy(data: dict[str, Any], where: str = "") -> dict[str, Any]:
-    """``time_min``/``max_num_timeout`` → ``timeout_min``/``max_requeues``; both spellings at once is an error."""
-    out = dict(data)
-    prefix = f"{where}: " if where else ""
-    for old, new in LEGACY_KEYS.items():
-        if old in out:
-            if new in out:
-                raise ValueError(f"{prefix}'{old}' is the old name of '{new}'; give only '{new}'")
-            out[new] = out.pop(old)
-    return out
 
 
 # ---------------------------------------------------------------------------------------- value checks
@@ -174,11 +158,10 @@ def sbatch_parameters(params: dict[str, Any]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------ the section's hooks
 def merge_profile(section_cls: type[Section], data: Any) -> Any:
-    """The sweep's ``slurm:`` mapping over its profile's (old key names renamed). The profile is validated on
-    its own first, so a bad value in it is reported against the profile file, not the sweep."""
+    """The sweep's ``slurm:`` mapping over its profile's. The profile is validated on its own first, so a bad
+    value in it is reported against the profile file, not the sweep."""
     if not isinstance(data, dict):
         return data
-    data = rename_legacy(data)
     name = data.get("profile")
     if not isinstance(name, str):
         return data
@@ -199,8 +182,7 @@ class SlurmSection(Section):
 
     The keys are those of the cluster profiles in ``slurm/profiles/``. ``profile`` names one (or is a path to
     one); keys written here override it, and the defaults below fill what neither sets. The profile is read
-    while the sweep file is validated, so the sweep folder records the resolved values. ``time_min`` and
-    ``max_num_timeout`` are still accepted as the old names of ``timeout_min`` and ``max_requeues``.
+    while the sweep file is validated, so the sweep folder records the resolved values.
     Names that end up in the batch script are checked here: a newline or a quote there would break it.
     """
 
