@@ -9,6 +9,7 @@ import torch
 
 import convit
 from convit.models import GPSA, ConViT, create_model, list_models
+from convit.models.gpsa import flush_subnormals
 from convit.models.positions import local_head_offsets, relative_offsets
 
 
@@ -140,6 +141,28 @@ def test_fast_path_matches_explicit_reference(grid, dtype):
         grads_ref = torch.autograd.grad(ref.square().sum(), [x, *layer.parameters()])
         for gf, gr in zip(grads_fast, grads_ref):
             torch.testing.assert_close(gf, gr, **tol)
+
+
+def test_subnormal_positional_weights_are_flushed_to_zero(monkeypatch):
+    """The locality init underflows part of P to subnormal floats (10x slower CPU matmuls); the fast path's
+    weights must hold none, changing nothing a float32 output can show."""
+    tiny = torch.finfo(torch.float32).tiny
+    layer = create_model("convit_tiny", img_size=64, patch_size=4).blocks[0].attn  # 16x16 grid, as at 224/14
+    g = layer.gate().detach().view(-1, 1, 1)
+    weights = (g * layer.positional_attention()).detach()
+    assert ((weights > 0) & (weights < tiny)).any()  # the problem is real at this geometry
+    flushed = flush_subnormals(weights)
+    assert not ((flushed > 0) & (flushed < tiny)).any()
+    kept = weights >= tiny
+    assert torch.equal(flushed[kept], weights[kept]) and (flushed[~kept] == 0).all()
+    w = weights.clone().requires_grad_(True)
+    flush_subnormals(w).sum().backward()
+    assert torch.equal(w.grad, kept.to(w.dtype))  # gradients pass through the kept entries only
+    seen = []  # and the fast path multiplies with the flushed weights
+    bmm = torch.bmm
+    monkeypatch.setattr(torch, "bmm", lambda a, b: seen.append(a.detach()) or bmm(a, b))
+    layer(torch.randn(2, layer.num_tokens, layer.num_heads * layer.head_dim))
+    assert len(seen) == 1 and not ((seen[0] > 0) & (seen[0] < tiny)).any()
 
 
 def test_public_renormalisation_is_a_no_op():
