@@ -20,7 +20,6 @@ over a preset) replaces the others of its group; setting two at the same level i
 from __future__ import annotations
 
 import copy
-import difflib
 import hashlib
 import json
 import math
@@ -35,6 +34,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationI
 
 from .catalog import CONVIT_MODELS, DEIT_MODELS, VARIANTS, default_local_layers
 from .presets import PRESETS
+from .text import did_you_mean, pydantic_message
 
 __all__ = [
     "ConfigError",
@@ -115,20 +115,16 @@ class ConfigError(ValueError):
         super().__init__("invalid trial config:\n" + "\n".join(f"  {i}" for i in self.issues))
 
 
-def _did_you_mean(name: str, choices: Sequence[str]) -> str:
-    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
 def _one_of(value: str, choices: Sequence[str], what: str) -> str:
     """``value`` if it is one of ``choices``; else a ValueError with the closest name and the list."""
     if value not in choices:
-        raise ValueError(f"unknown {what} '{value}'{_did_you_mean(value, choices)}; choose from {list(choices)}")
+        raise ValueError(f"unknown {what} '{value}'{did_you_mean(value, choices)}; choose from {list(choices)}")
     return value
 
 
 def _issues_from_validation(err: ValidationError, known: Mapping[str, Sequence[str]]) -> list[ConfigIssue]:
-    """Turn pydantic's errors into dotted key paths with a human message (and 'did you mean')."""
+    """Turn pydantic's errors into dotted key paths with a human message (convit.text; 'did you mean' for an
+    unknown key)."""
     issues = []
     for e in err.errors():
         inner = e.get("ctx", {}).get("error")
@@ -136,16 +132,11 @@ def _issues_from_validation(err: ValidationError, known: Mapping[str, Sequence[s
             issues.extend(inner.issues)
             continue
         loc = [str(p) for p in e["loc"]]
-        path = ".".join(loc)
-        msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            parent = ".".join(loc[:-1])
-            msg = f"unknown key{_did_you_mean(loc[-1], known.get(parent, ()))}"
-        elif msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
-        if "input" in e and e["type"] not in ("extra_forbidden", "value_error", "missing"):
-            msg += f" (got {e['input']!r})"
-        issues.append(ConfigIssue(path, msg))
+            msg = f"unknown key{did_you_mean(loc[-1], known.get('.'.join(loc[:-1]), ()))}"
+        else:
+            msg = pydantic_message(e)
+        issues.append(ConfigIssue(".".join(loc), msg))
     return issues
 
 
@@ -255,7 +246,7 @@ def _validate_model_kwargs(model: str, kwargs: Mapping[str, Any]) -> dict[str, A
             if key in _ConvitModelKwargs.model_fields:
                 msg = f"applies to ConViT models only, not to '{model}'"
             else:
-                msg = "unknown model argument" + _did_you_mean(key, list(_ConvitModelKwargs.model_fields))
+                msg = "unknown model argument" + did_you_mean(key, list(_ConvitModelKwargs.model_fields))
             issues.append(ConfigIssue(f"model_kwargs.{key}", msg))
     if issues:
         raise ConfigError(issues)
@@ -468,7 +459,7 @@ class TrialConfig(_NumbersAreNumbers):
     def preset(cls, name: str) -> "TrialConfig":
         """The named starting points: 'imagenet' (the paper's recipe), 'cifar', 'smoke'."""
         if name not in PRESETS:
-            raise ConfigError([ConfigIssue("preset", f"unknown preset '{name}'{_did_you_mean(name, list(PRESETS))}; "
+            raise ConfigError([ConfigIssue("preset", f"unknown preset '{name}'{did_you_mean(name, list(PRESETS))}; "
                                                      f"choose from {sorted(PRESETS)}")])
         return cls.from_dict(PRESETS[name])
 
@@ -483,7 +474,7 @@ class TrialConfig(_NumbersAreNumbers):
             name = data.pop("preset")
             if name not in PRESETS:
                 raise ConfigError([ConfigIssue("preset", f"unknown preset {name!r}"
-                                                         f"{_did_you_mean(str(name), list(PRESETS))}")])
+                                                         f"{did_you_mean(str(name), list(PRESETS))}")])
             base = copy.deepcopy(PRESETS[name])
             set_exclusive(base, data)
             data = _deep_merge(base, data)

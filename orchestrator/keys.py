@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import yaml
 
@@ -96,11 +96,12 @@ def leaves(mapping: dict[str, Any], section: str, path: DocPath = (),
     return out
 
 
-def flat(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested mappings → {dotted key: value} (values untouched, unlike MLflow's stringified params)."""
+def flat(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings → {dotted key: value}, values untouched (orchestrator.tracking.flatten stringifies them
+    for MLflow's params); an empty mapping is a value."""
     out: dict[str, Any] = {}
     for key, value in mapping.items():
-        if isinstance(value, dict) and value:
+        if isinstance(value, Mapping) and value:
             out.update(flat(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value

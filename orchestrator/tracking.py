@@ -34,6 +34,7 @@ from mlflow.tracking import MlflowClient
 
 from convit.records import CONFIG_FILE, read_json, read_metrics
 from orchestrator.errors import OrchestratorError
+from orchestrator.keys import flat
 from orchestrator.locks import exclusive
 from orchestrator.tracking_uri import DB_NAME, check_uri_without_mlflow, default_tracking_uri
 from orchestrator.mlflow_views import (EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, NOTE_TAG, attention_table_path,
@@ -116,16 +117,10 @@ class _RetryingClient:
 
 # -------------------------------------------------------------------------------------------------- helpers
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested config → {'model_kwargs.locality_strength': '1.0', ...}; lists as JSON, values MLflow-sized."""
-    out: dict[str, str] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            out.update(flatten(value, name + "."))
-        else:
-            text = json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)
-            out[name] = text[:PARAM_VALUE_LIMIT]
-    return out
+    """Nested config → {'model_kwargs.locality_strength': '1.0', ...} (orchestrator.keys.flat, then each value
+    as MLflow wants a param: lists as JSON, the rest str(), cut to MLflow's size)."""
+    return {name: (json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value))[:PARAM_VALUE_LIMIT]
+            for name, value in flat(data, prefix).items()}
 
 
 def numeric(metrics: Mapping[str, Any]) -> dict[str, float]:

@@ -16,12 +16,12 @@ AugMix or AutoAugment policy, a typo) is judged by timm itself, as before: the s
 
 from __future__ import annotations
 
-import difflib
 import functools
 import re
 from importlib.metadata import PackageNotFoundError, version
 
 from ..config import TrialConfig
+from ..text import did_you_mean
 from .errors import DataError
 
 #: The timm release whose names are listed here (constraints.txt pins it).
@@ -68,10 +68,9 @@ def check_recipe_names(cfg: TrialConfig) -> None:
     fail inside the trial."""
     known = known_optimizers()
     if cfg.opt.lower() not in known:
-        close = difflib.get_close_matches(cfg.opt.lower(), known, n=1)
-        raise DataError(f"optimizer '{cfg.opt}' is not one of timm's" + (f" (did you mean '{close[0]}'?)" if close
-                        else f"; e.g. {', '.join(n for n in ('adamw', 'sgd', 'lamb', 'adam') if n in known)}"),
-                        key="opt")
+        hint = (did_you_mean(cfg.opt.lower(), known)
+                or f"; e.g. {', '.join(n for n in ('adamw', 'sgd', 'lamb', 'adam') if n in known)}")
+        raise DataError(f"optimizer '{cfg.opt}' is not one of timm's{hint}", key="opt")
     if not cfg.randaugment or cfg.no_aug or (tested_timm() and RAND_NUMERIC.fullmatch(cfg.randaugment)):
         return
     from .transforms import train_transform  # heavy: timm, torch; only for a string outside RAND_NUMERIC

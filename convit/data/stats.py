@@ -20,6 +20,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..config import NormStats, TrialConfig
+from ..records import write_json
 from .errors import DataError
 from .sources import ArraySource, Splits, Stats, UnreadableImage
 
@@ -92,11 +93,8 @@ def computed_stats(splits: Splits) -> Stats:
     mean, std, n = _from_sample(splits)
     stats = Stats(mean, std, f"computed over {n} of {len(splits.train)} training images (seeded sample)")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"mean": mean, "std": std, "source": stats.source}))
-        os.replace(tmp, path)
-    except OSError:  # a read-only home: computed again next time, never an error
+        write_json(path, {"mean": mean, "std": std, "source": stats.source})
+    except OSError:  # a read-only home or a full disk: computed again next time, never an error
         pass
     return _usable(stats.mean, stats.std, stats.source)
 
