@@ -9,6 +9,8 @@
       submitted or logged
 3     one trial's process (``python -m convit.train``, a backend's trial runner) was interrupted by a
       signal after an exact checkpoint: running it again resumes
+141   ``convit-sweep``'s output went to a reader that stopped early (``| head -1``): ended quietly, as
+      ``cat`` does (128 + SIGPIPE, what a shell reports for such a command)
 ====  =================================================================================================
 """
 from __future__ import annotations
@@ -17,3 +19,4 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 3
+EXIT_CLOSED_PIPE = 141

@@ -2,7 +2,8 @@
 
 Exit codes (convit.exitcodes, one table for every command of the project): 0 success; 1 some trials failed or
 were stopped (Ctrl-C, cancel: each checkpointed first; submitting again resumes them); 2 bad input (nothing was
-submitted or logged); 3 is a single trial process interrupted after a checkpoint (convit.train).
+submitted or logged); 3 is a single trial process interrupted after a checkpoint (convit.train); 141 the reader
+of the output went away (`| head`).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from convit.exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from convit.exitcodes import EXIT_CLOSED_PIPE, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from orchestrator.backends import BACKENDS, get_backend
 from orchestrator.backends.base import Backend
 from orchestrator import data_door
@@ -38,7 +39,7 @@ from orchestrator.spec.model import MAX_TRIALS, NAME_PATTERN, SECTIONS
 from orchestrator.status import TrialStatus
 from orchestrator.trial import Trial
 from orchestrator.tracking_uri import check_uri_without_mlflow, default_tracking_uri, sweep_tracking_uri
-from orchestrator.workdir import WORKDIR_ENV, SweepContext, git_commit, read_trials, resolve_workdir, sweep_dir
+from orchestrator.workdir import WORKDIR_ENV, SweepContext, read_trials, resolve_workdir, sweep_context, sweep_dir
 
 if TYPE_CHECKING:
     from orchestrator.submit import SubmitResult
@@ -56,7 +57,6 @@ console = _Console(width=None if sys.stdout.isatty() else 160)
 err_console = _Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 #: The trial states (orchestrator.status.TrialStateName), one colour each, in every table.
 STATE_COLORS = {"done": "green", "failed": "red", "running": "cyan", "interrupted": "yellow", "pending": "dim"}
-EXIT_CLOSED_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a command whose reader went away (`| head`)
 
 _EPILOG = f"""The working folder defaults to ./runs (or ${WORKDIR_ENV}): runs/mlflow.db is the embedded MLflow
 store, runs/sweeps/<name>/ holds each sweep and its trials. See docs/sweeps.md for the sweep file format."""
@@ -208,14 +208,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         from orchestrator.tracking import check_tracking_uri  # heavy: mlflow, for schemes other than http/sqlite
 
         check_tracking_uri(uri)
-    if args.dry_run:  # orchestrator.submit.make_context's record, without importing mlflow
-        ctx = SweepContext(name=spec.name, workdir=workdir, tracking_uri=uri,
-                           experiment=spec.tracking.experiment or spec.name, backend=args.backend,
-                           git_commit=git_commit(), axes=spec.axis_keys(), options=getattr(spec, args.backend))
-    else:
-        from orchestrator.submit import make_context  # heavy: mlflow (orchestrator.lifecycle, tracking)
-
-        ctx = make_context(spec, workdir, args.backend, uri)
+    ctx = sweep_context(spec, workdir, args.backend, uri)  # light: a dry run never imports mlflow
     try:
         backend = get_backend(args.backend)
     except BackendUnavailable as exc:
@@ -228,6 +221,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.dry_run:
         _print_dry_run(spec, trials, ctx, plans)
         return EXIT_OK
+    backend.prepare(ctx)  # e.g. the local backend's warm starter imports torch while the sweep is recorded
     from orchestrator.submit import submit_sweep  # heavy: mlflow
 
     console.print(f"sweep [bold]{spec.name}[/]: {len(trials)} trial(s) on the {args.backend} backend; "
@@ -645,9 +639,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OrchestratorError as exc:
         err_console.print("[red]error:[/]", escape(str(exc)), highlight=False, soft_wrap=True)
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a stopped sweep is 1, as after the local backend's Ctrl-C (convit.exitcodes)
         err_console.print("interrupted; submitting the sweep again resumes it")
-        return EXIT_INTERRUPTED
+        return EXIT_FAILED
     except Exception as exc:  # noqa: BLE001 - only a full disk is turned into a message; the rest propagates
         if not _disk_full(exc):
             raise
