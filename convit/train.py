@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .config import ConfigError, TrialConfig, load_config
+from .data import DataError, check_data, check_init_checkpoint
 from .presets import PRESETS
 from .exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from .records import (CHECKPOINTS_DIR, CONFIG_FILE, FINAL_FILE, METRICS_FILE, CheckpointsUnusable, DiskFull,
@@ -47,8 +48,6 @@ def _parser(prog: str = "python -m convit.train") -> argparse.ArgumentParser:
 
 def _validate(args: argparse.Namespace) -> TrialConfig:
     """Everything that can be refused before DIR is touched: config, data, an existing different trial."""
-    from .data import check_data, check_init_checkpoint  # heavy: torch (`--help` and bad input are answered without it)
-
     cfg = load_config(args.config, args.overrides)
     plan = check_data(cfg)
     if not (args.out / CHECKPOINTS_DIR).is_dir():  # a fresh start (a resumed run has its own weights)
@@ -101,7 +100,6 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m convit.train"
     ``reporter(config, out_dir)``, when given, makes the engine's Reporter for the run (``convit-sweep train``
     logs to MLflow through it; the engine itself knows nothing of MLflow) and may return an object with
     ``end(status)`` and ``finish(final)`` to close the tracking run."""
-    from .data import DataError  # heavy: torch, see _validate
     from .engine import (ConfigMismatch, TrialBusy, TrialControl, TrialFailed,  # heavy: torch
                          TrialInterrupted, run_trial)
 

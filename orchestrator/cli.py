@@ -14,6 +14,7 @@ import json
 import os
 import re
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
@@ -171,8 +172,6 @@ class _Version(argparse.Action):
 
 
 def version_text() -> str:
-    from importlib.metadata import PackageNotFoundError, version  # heavy: email, zipfile, csv; --version only
-
     def of(name: str) -> str | None:
         try:
             return version(name)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from convit.records import CONFIG_FILE, FINAL_FILE, METRICS_FILE, read_json, write_json
+from convit.train import main as train_main
 from orchestrator.tracking import Tracker, TrialRun, default_tracking_uri, env_tags
 from orchestrator.workdir import RUN_ID_FILE, resolve_workdir
 
@@ -59,10 +60,8 @@ def tracking_uri(workdir: str | None = None) -> str:
 
 def train(argv: Sequence[str], workdir: str | None = None) -> int:
     """Run :func:`convit.train.main` under this program's name, logging to MLflow."""
-    from convit.train import main  # heavy: torch
-
     uri = tracking_uri(workdir)
-    return main(list(argv), prog=PROG, reporter=lambda config, out: TrainTracking(config, out, uri))
+    return train_main(list(argv), prog=PROG, reporter=lambda config, out: TrainTracking(config, out, uri))
 
 
 def _warn(message: str) -> None:

@@ -27,6 +27,7 @@ from typing import Any, Iterator
 
 from ray import tune
 
+from convit.data import check_data
 from convit.records import (CHECKPOINTS_DIR, CONFIG_FILE, FINAL_FILE, METRICS_FILE, checkpoint_position,
                             checkpoint_record_path, list_checkpoints, read_json, read_metrics, write_json)
 from orchestrator.backends.ray.pbt import mutated_values, rebase_checkpoint, with_values
@@ -280,7 +281,6 @@ def _wait_to_be_stopped(limit_s: float = 600) -> None:
 # ---------------------------------------------------------------------------------------------- the trainable
 def train_trial(config: dict[str, Any], sweep_dir: str) -> None:
     """The Tune function trainable (wrapped with tune.with_parameters(sweep_dir=...))."""
-    from convit.data import check_data  # heavy: torch
     from convit.engine import ConfigMismatch, TrialControl, TrialFailed, TrialInterrupted  # heavy: torch
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # one "checkpoint created" line per epoch otherwise
