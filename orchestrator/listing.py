@@ -14,24 +14,23 @@ from pathlib import Path
 from typing import Any
 
 from convit.records import CHECKPOINTS_DIR, FINAL_FILE, METRICS_FILE, is_finished, read_json
+from orchestrator.backends.layout import RAY_STOPPED_FILE, ray_identity_file, ray_stops_dir
 from orchestrator.status import state_from_folder
 from orchestrator.workdir import STATUS_FILE, SWEEP_FILE, TRIALS_FILE, list_sweeps, sweep_dir
 
 #: The trial states, in the order tables show them (orchestrator.status.TrialStateName).
 STATES = ("done", "running", "failed", "interrupted", "pending")
-#: The Ray driver's mark of a trial its scheduler ended early: a finished trial (backends/ray/trainable.py).
-RAY_STOPPED_FILE = "ray_stopped.json"
 
 
 def ray_early_stops(folder: Path) -> set[str]:
     """Trial ids the Ray driver recorded as stopped early by its scheduler (ray/stops/<tune id>.json, mapped
     to our trial ids by ray/identity/<tune id>.json; backends/ray/trainable.py stop_markers)."""
-    stops = folder / "ray" / "stops"
+    stops = ray_stops_dir(folder)
     if not stops.is_dir():
         return set()
     out = set()
     for path in stops.glob("*.json"):
-        home = read_json(folder / "ray" / "identity" / path.name)
+        home = read_json(ray_identity_file(folder, path.stem))
         if isinstance(home, dict) and home.get("trial_id"):
             out.add(str(home["trial_id"]))
     return out

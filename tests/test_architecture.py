@@ -12,7 +12,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("convit", "orchestrator")
 #: The engine's out_dir names (convit.records) that no other module may spell out.
-ENGINE_NAMES = ("config.json", "metrics.jsonl", "final.json")
+ENGINE_NAMES = ("config.json", "metrics.jsonl", "final.json", "progress.json", "owner.lock", "checkpoints")
+#: A string literal that starts a checkpoint's name (convit.records.checkpoint_name and its pattern).
+ENGINE_PREFIX = re.compile(r"""["']ckpt-""")
+#: File names a backend leaves for other rooms to read, each spelt only in its home module.
+NAME_HOMES = {"ray_stopped.json": Path("orchestrator/backends/layout.py")}
 #: A function-level import must say why on its line: the dependency is heavy (torch, mlflow, matplotlib, ...).
 REASON = re.compile(r"#\s*heavy\b")
 
@@ -46,6 +50,10 @@ def test_a_reintroduced_import_cycle_is_caught_and_named(tmp_path: Path):
     assert "No cycles are allowed in orchestrator" in out.stdout and ".keys -> .spec" in out.stdout, out.stdout
 
 
+def _quoted(name: str, code: str) -> bool:
+    return f'"{name}"' in code or f"'{name}'" in code
+
+
 def test_engine_file_names_are_spelt_only_in_convit_records():
     offenders = []
     for path in modules():
@@ -53,9 +61,20 @@ def test_engine_file_names_are_spelt_only_in_convit_records():
             continue
         for n, line in enumerate(path.read_text().splitlines(), 1):
             code = line.split("#", 1)[0]
-            if any(f'"{name}"' in code or f"'{name}'" in code for name in ENGINE_NAMES):
+            if any(_quoted(name, code) for name in ENGINE_NAMES) or ENGINE_PREFIX.search(code):
                 offenders.append(f"{path.relative_to(REPO)}:{n}: {line.strip()}")
     assert not offenders, "use the constants of convit.records:\n" + "\n".join(offenders)
+
+
+def test_backend_file_names_read_elsewhere_are_spelt_only_in_their_home():
+    offenders = []
+    for path in modules():
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#", 1)[0]
+            for name, home in NAME_HOMES.items():
+                if path != REPO / home and _quoted(name, code):
+                    offenders.append(f"{path.relative_to(REPO)}:{n}: {line.strip()} (use {home})")
+    assert not offenders, "\n".join(offenders)
 
 
 def _function_imports(path: Path) -> list[tuple[int, str]]:

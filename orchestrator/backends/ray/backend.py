@@ -32,10 +32,11 @@ from rich.console import Console
 from convit.config import ConfigError
 from convit.records import is_finished, process_start, read_json, write_json
 from orchestrator.backends.base import Backend
+from orchestrator.backends.layout import ray_dir, ray_stops_dir
 from orchestrator.backends.ray.pbt import mutated_values, with_values
 from orchestrator.backends.ray.schedulers import asha_rungs, build_scheduler
 from orchestrator.backends.ray.session import STATE_FILE, local_ray_pids, ray_session, reap_orphans, wait_dead
-from orchestrator.backends.ray.trainable import (CANCEL_FILE, STOPPED_FILE, WORKER_FILE, ray_dir, record_early_stop,
+from orchestrator.backends.ray.trainable import (CANCEL_FILE, STOPPED_FILE, WORKER_FILE, record_early_stop,
                                                 stop_markers, train_trial)
 from orchestrator.process_env import cpu_count, visible_gpus
 from orchestrator.errors import OrchestratorError
@@ -111,7 +112,7 @@ class RayBackend(Backend):
     def _tuner(self, sweep: SweepContext, opts: RaySection, trials: list[Trial], experiment: str) -> Any:
         epochs = max(planned_epochs(t) or t.config.epochs or 1 for t in trials)
         section = opts.scheduler
-        scheduler = build_scheduler(section, epochs, ray_dir(sweep.sweep_dir) / "stops")
+        scheduler = build_scheduler(section, epochs, ray_stops_dir(sweep.sweep_dir))
         if section.type == "asha":
             self.console.print(f"ray: ASHA on {section.metric} ({section.mode}), rungs at epochs "
                                f"{asha_rungs(section, epochs)}")

@@ -30,6 +30,7 @@ from ray import tune
 from convit.data import check_data
 from convit.records import (CHECKPOINTS_DIR, CONFIG_FILE, FINAL_FILE, METRICS_FILE, checkpoint_position,
                             checkpoint_record_path, list_checkpoints, read_json, read_metrics, write_json)
+from orchestrator.backends.layout import RAY_STOPPED_FILE, ray_dir, ray_identity_file, ray_stops_dir
 from orchestrator.backends.ray.pbt import mutated_values, rebase_checkpoint, with_values
 from orchestrator.backends.ray.schedulers import EPOCHS_DONE
 from orchestrator.sections import RaySection
@@ -41,19 +42,15 @@ from orchestrator.trial_runner import run_trial_process
 from orchestrator.workdir import RUN_ID_FILE, SWEEP_FILE, SweepContext, read_trials
 
 WORKER_FILE = "ray_worker.json"  # pid, host and Tune trial id of the process running the trial now
-STOPPED_FILE = "ray_stopped.json"  # the scheduler ended the trial early (ASHA): a finished trial
+STOPPED_FILE = RAY_STOPPED_FILE  # the scheduler ended the trial early (ASHA): a finished trial (backends/layout.py)
 PBT_DIR = "pbt"  # archived segments of a trial that PBT moved onto another trial's checkpoint
 META_FILE = "meta.json"
 
 
 # ---------------------------------------------------------------------------------------------- identity
-def ray_dir(sweep_dir: Path) -> Path:
-    return sweep_dir / "ray"
-
-
 def home_trial_id(sweep_dir: Path, tune_trial_id: str, config_trial_id: str) -> str:
     """The orchestrator trial this Tune trial was created for (its config may since name another one)."""
-    path = ray_dir(sweep_dir) / "identity" / f"{tune_trial_id}.json"
+    path = ray_identity_file(sweep_dir, tune_trial_id)
     known = read_json(path)
     if known is not None:
         return str(known["trial_id"])
@@ -214,8 +211,8 @@ def _record_exploit(ctx: SweepContext, trial_dir: Path, event: dict, keys: list[
 def stop_markers(sweep_dir: Path) -> dict[str, dict]:
     """Orchestrator trial id -> the STOP decision a scheduler made for it (see :mod:`.schedulers`)."""
     out = {}
-    for path in sorted((ray_dir(sweep_dir) / "stops").glob("*.json")):
-        home = read_json(ray_dir(sweep_dir) / "identity" / path.name)
+    for path in sorted(ray_stops_dir(sweep_dir).glob("*.json")):
+        home = read_json(ray_identity_file(sweep_dir, path.stem))
         marker = read_json(path)
         if home is not None and marker is not None:
             out[str(home["trial_id"])] = {**marker, "tune_trial_id": path.stem}
