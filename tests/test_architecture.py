@@ -27,19 +27,57 @@ def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
                           env={"PATH": str(lint.parent), "PYTHONPATH": str(root), "HOME": str(root)})
 
 
+#: Run in a subprocess on a tree (its own sys.path): every import cycle among siblings, as import-linter's
+#: acyclic_siblings finds them (grimp's cycle breakers), each closed by the shortest chain back, every hop with
+#: its line. import-linter's own report names only the two sibling packages.
+_CYCLES = r"""
+import sys, grimp
+graph = grimp.build_graph(*sys.argv[1:])
+
+def hop(importer, imported):
+    details = graph.get_import_details(importer=importer, imported=imported)
+    where = f" (l.{details[0]['line_number']}: {details[0]['line_contents']})" if details else ""
+    return f"    {importer} -> {imported}{where}"
+
+def walk(package):
+    children = graph.find_children(package)
+    if len(children) >= 2:
+        depth = package.count(".") + 2
+        for importer, imported in sorted(graph.nominate_cycle_breakers(package)):
+            home = ".".join(importer.split(".")[:depth])
+            back = graph.find_shortest_chain(imported, home, as_packages=True) or ()
+            print(f"cycle in {package}: {importer} imports {imported}, which leads back to {home}:")
+            print(hop(importer, imported))
+            for a, b in zip(back, back[1:]):
+                print(hop(a, b))
+    for child in sorted(children):
+        walk(child)
+
+for package in sys.argv[1:]:
+    walk(package)
+"""
+
+
+def import_cycles(root: Path) -> str:
+    """The import chains that make the no-cycles contract fail, with modules and lines ('' when none)."""
+    out = subprocess.run([sys.executable, "-c", _CYCLES, *PACKAGES], cwd=root, capture_output=True, text=True,
+                         timeout=300, env={"PATH": str(Path(sys.executable).parent), "PYTHONPATH": str(root)})
+    return out.stdout + out.stderr[-2000:]
+
+
 def modules() -> list[Path]:
     return sorted(p for package in PACKAGES for p in (REPO / package).rglob("*.py"))
 
 
 def test_import_contracts_hold():
     out = lint_imports(REPO)
-    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:] + import_cycles(REPO)
     assert "0 broken" in out.stdout
 
 
 def test_a_reintroduced_import_cycle_is_caught_and_named(tmp_path: Path):
     """The contracts are not vacuous: a copy of the code with one cycle added (keys -> spec -> keys) fails,
-    and the report names the import to remove."""
+    and the report names the import to remove, with the chain that closes the cycle (module, line)."""
     for package in PACKAGES:
         shutil.copytree(REPO / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
@@ -48,6 +86,9 @@ def test_a_reintroduced_import_cycle_is_caught_and_named(tmp_path: Path):
     out = lint_imports(tmp_path)
     assert out.returncode != 0
     assert "No cycles are allowed in orchestrator" in out.stdout and ".keys -> .spec" in out.stdout, out.stdout
+    chains = import_cycles(tmp_path)  # what test_import_contracts_hold adds to its failure: modules and lines
+    assert "orchestrator.keys -> orchestrator.spec (l." in chains, chains
+    assert "from orchestrator.spec import SweepSpec" in chains, chains
 
 
 def _quoted(name: str, code: str) -> bool:
