@@ -18,7 +18,7 @@ from orchestrator.status import TrialStatus, read_status, write_status
 from orchestrator.tracking import Tracker
 from orchestrator.tracking_uri import sweep_tracking_uri
 from orchestrator.trial import Trial
-from orchestrator.workdir import SPEC_FILE, SweepContext, git_commit, read_trials, write_text, write_trials
+from orchestrator.workdir import SPEC_FILE, SweepContext, read_trials, write_text, write_trials
 
 
 @dataclass
@@ -46,13 +46,6 @@ def tracking_uri_for(spec: SweepSpec, workdir: Path, cli_uri: str | None) -> str
     then the embedded store; resubmitting without flags keeps logging where the sweep started (the one rule:
     orchestrator.tracking_uri.sweep_tracking_uri)."""
     return sweep_tracking_uri(workdir, spec.name, cli_uri, spec.tracking.uri)
-
-
-def make_context(spec: SweepSpec, workdir: Path, backend: str, tracking_uri: str) -> SweepContext:
-    """The sweep's record; ``options`` is the backend's typed section of the file."""
-    return SweepContext(name=spec.name, workdir=workdir, tracking_uri=tracking_uri,
-                        experiment=spec.tracking.experiment or spec.name, backend=backend,
-                        git_commit=git_commit(), axes=spec.axis_keys(), options=getattr(spec, backend))
 
 
 def submit_sweep(spec: SweepSpec, trials: list[Trial], backend: Backend, ctx: SweepContext) -> SubmitResult:

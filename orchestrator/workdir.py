@@ -166,3 +166,11 @@ def write_trials(ctx: SweepContext, trials: list[Trial]) -> None:
 
 def read_trials(ctx: SweepContext) -> list[Trial]:
     return [Trial.from_dict(d) for d in read_json(ctx.sweep_dir / TRIALS_FILE, []) or []]
+
+
+def sweep_context(spec: Any, workdir: Path, backend: str, tracking_uri: str) -> SweepContext:
+    """The record of a sweep about to be submitted (or previewed by --dry-run) from its validated
+    ``orchestrator.spec.SweepSpec``; ``options`` is the backend's typed section of the file. Light: no MLflow."""
+    return SweepContext(name=spec.name, workdir=workdir, tracking_uri=tracking_uri,
+                        experiment=spec.tracking.experiment or spec.name, backend=backend,
+                        git_commit=git_commit(), axes=spec.axis_keys(), options=getattr(spec, backend))

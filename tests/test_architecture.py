@@ -142,7 +142,7 @@ def test_function_level_imports_are_for_heavy_dependencies_and_say_so():
             if not REASON.search(statement):  # on the import's own line(s)
                 missing.append(f"{path.relative_to(REPO)}:{lineno}: {statement.strip()}")
     assert not missing, "function-level imports without a '# heavy: ...' reason:\n" + "\n".join(missing)
-    assert total <= 34, f"{total} function-level imports: move the light ones to the top of their module"
+    assert total <= 35, f"{total} function-level imports: move the light ones to the top of their module"
 
 
 def test_each_backend_receives_the_section_its_name_records():

@@ -23,7 +23,7 @@ from orchestrator import cli
 from orchestrator.listing import STATES, folder_state, sweep_rows
 from orchestrator.spec import expand, parse_spec
 from orchestrator.status import trial_status, write_status
-from orchestrator.submit import make_context
+from orchestrator.workdir import sweep_context
 from orchestrator.tracking import default_tracking_uri
 from orchestrator.workdir import write_trials
 
@@ -57,7 +57,7 @@ def run(*args: str, stdout=subprocess.PIPE, timeout: float = 120) -> subprocess.
 
 def recorded(work: Path, text: str = SWEEP):
     spec = parse_spec(text)
-    ctx = make_context(spec, work, "local", default_tracking_uri(work))
+    ctx = sweep_context(spec, work, "local", default_tracking_uri(work))
     ctx.save()
     trials = expand(spec)
     write_trials(ctx, trials)

@@ -14,7 +14,7 @@ from orchestrator import cli
 from orchestrator.server import free_port
 from orchestrator.spec import expand, parse_spec
 from orchestrator.status import pid_alive, write_status
-from orchestrator.submit import make_context
+from orchestrator.workdir import sweep_context
 from orchestrator.tracking import default_tracking_uri
 from orchestrator.workdir import write_trials
 
@@ -23,7 +23,7 @@ SWEEP = "name: edge\nbase: {preset: smoke, epochs: 1}\ngrid: {lr: [0.001, 0.002]
 
 def _recorded_sweep(work: Path):
     spec = parse_spec(SWEEP)
-    ctx = make_context(spec, work, "local", default_tracking_uri(work))
+    ctx = sweep_context(spec, work, "local", default_tracking_uri(work))
     ctx.save()
     trials = expand(spec)
     write_trials(ctx, trials)

@@ -19,7 +19,7 @@ from orchestrator.backends.slurm.snapshot import snapshot_code
 from orchestrator.errors import BackendUnavailable, SpecError
 from orchestrator.spec import expand
 from orchestrator.spec import parse_spec
-from orchestrator.submit import make_context
+from orchestrator.workdir import sweep_context
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = "name: s\nbase: {preset: smoke}\n"
@@ -83,7 +83,7 @@ def test_values_that_would_break_the_batch_script_are_refused(slurm: str, messag
 # ------------------------------------------------------------------------------------------- batch script
 def context(tmp_path: Path, slurm: str, extra: str = "grid: {seed: [0, 1, 2, 3, 4]}\n"):
     s = spec(slurm, extra)
-    return make_context(s, tmp_path / "runs", "slurm", "sqlite:///x.db"), expand(s)
+    return sweep_context(s, tmp_path / "runs", "slurm", "sqlite:///x.db"), expand(s)
 
 
 def test_batch_script_is_one_array_with_the_snapshot_first_and_passes_bash(tmp_path: Path):

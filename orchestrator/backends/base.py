@@ -41,6 +41,11 @@ class Backend(ABC):
         """Refuse what only this backend can judge (raise OrchestratorError), before anything is recorded:
         called by ``submit`` and ``--dry-run`` ahead of the sweep's parent run. Default: nothing to check."""
 
+    def prepare(self, sweep: SweepContext) -> None:
+        """Start what takes time before trials can start (the local backend's warm starter), in the background
+        while ``submit`` records the sweep and opens its parent run; called once, after ``validate``, never for a
+        dry run. Default: nothing."""
+
     @abstractmethod
     def submit(self, sweep: SweepContext, trials: list[Trial]) -> None:
         """Run ``trials`` (each through orchestrator.trial_runner) with the resources in ``sweep.options``."""
