@@ -11,11 +11,12 @@
     python benchmarks/bench_slurm.py                     # all three (needs the local cluster: slurm/start.sh)
     python benchmarks/bench_slurm.py dryrun --trials 1000
     python benchmarks/bench_slurm.py array --tasks 100
-    python benchmarks/bench_slurm.py overhead --trials 4
+    python benchmarks/bench_slurm.py overhead --trials 5 --rounds 2 --baseline a2f0a53
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
@@ -27,6 +28,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from benchmarks.baseline import code_at  # noqa: E402
 
 
 def sweep_yaml(name: str, trials: int, epochs: int = 1) -> str:
@@ -126,16 +129,18 @@ def _cpus() -> str:
     return out.split("/")[-1] if out else "?"
 
 
-def bench_overhead(trials: int) -> None:
+def overhead_run(trials: int, code: Path = REPO) -> tuple[list[float], list[float]]:
+    """One sweep of smoke trials through ``convit-sweep submit --backend slurm`` run from ``code``: (each task's
+    process start -> end of its first optimizer step, each task's queue wait), in seconds."""
     from convit.records import read_json
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "overhead.yaml"
         path.write_text(sweep_yaml("overhead", trials))
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env = {**os.environ, "PYTHONPATH": str(code)}
         work = Path(tmp) / "runs"
         out = subprocess.run([sys.executable, "-m", "orchestrator.cli", "submit", str(path), "--backend", "slurm",
-                              "--workdir", str(work)], env=env, capture_output=True, text=True)
+                              "--workdir", str(work)], env=env, cwd=code, capture_output=True, text=True)
         if out.returncode != 0:
             raise SystemExit(out.stdout + out.stderr)
         state = read_json(work / "sweeps" / "overhead" / "slurm.json")
@@ -147,11 +152,27 @@ def bench_overhead(trials: int) -> None:
             record = read_json(work / "sweeps" / "overhead" / "trials" / trial_id / "slurm_task.json", {}) or {}
             startup += [s["first_step_after_s"] for s in record.get("starts", []) if "first_step_after_s" in s]
         rows = _sacct_rows_when_complete(array, trials)
-        queue = [start - submit for submit, start, _ in rows]
-    print(f"overhead: {len(startup)} smoke trials: task process start -> end of first optimizer step: median "
-          f"{statistics.median(startup):.1f} s (min {min(startup):.1f}, max {max(startup):.1f}); SLURM queue wait "
-          f"(submit -> start) median {statistics.median(queue):.1f} s (2 tasks at a time, so later tasks wait "
-          f"for earlier ones)")
+    return startup, [start - submit for submit, start, _ in rows]
+
+
+def bench_overhead(trials: int, rounds: int = 1, baseline: str | None = None) -> None:
+    with contextlib.ExitStack() as stack:
+        versions = {"this tree": REPO}
+        if baseline:
+            versions = {f"baseline {baseline}": stack.enter_context(code_at(baseline)), **versions}
+        startup: dict[str, list[float]] = {name: [] for name in versions}
+        queue: dict[str, list[float]] = {name: [] for name in versions}
+        for _ in range(rounds):  # interleaved: baseline, new, baseline, new
+            for name, code in versions.items():
+                first, waits = overhead_run(trials, code)
+                startup[name] += first
+                queue[name] += waits
+        for name in versions:
+            s, q = startup[name], queue[name]
+            print(f"overhead {name}: {len(s)} smoke trials: task process start -> end of first optimizer step: "
+                  f"median {statistics.median(s):.1f} s [{min(s):.1f}-{max(s):.1f}]; SLURM queue wait (submit -> "
+                  f"start) median {statistics.median(q):.1f} s (2 tasks at a time, so later tasks wait for earlier "
+                  "ones)", flush=True)
 
 
 def main() -> None:
@@ -159,6 +180,9 @@ def main() -> None:
     parser.add_argument("what", nargs="*", choices=["dryrun", "array", "overhead"], default=[])
     parser.add_argument("--trials", type=int, default=None, help="dryrun: 1000, overhead: 4")
     parser.add_argument("--tasks", type=int, default=100, help="array size (default 100)")
+    parser.add_argument("--rounds", type=int, default=1, help="overhead: sweeps per code version, interleaved")
+    parser.add_argument("--baseline", default=None, metavar="REV",
+                        help="overhead: also run the code of this commit (e.g. main's), interleaved with this tree's")
     args = parser.parse_args()
     chosen = args.what or ["dryrun", "array", "overhead"]
     if "dryrun" in chosen:
@@ -166,7 +190,7 @@ def main() -> None:
     if "array" in chosen:
         bench_array(args.tasks)
     if "overhead" in chosen:
-        bench_overhead(args.trials or 4)
+        bench_overhead(args.trials or 5, args.rounds, args.baseline)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ def test_architecture_knobs_are_checked():
     assert "multiple of num_heads" in issues({"model": "deit_tiny", "model_kwargs": {"embed_dim": 100,
                                                                                      "num_heads": 3}})[
         "model_kwargs.embed_dim"]
-    assert TrialConfig(model_kwargs={"depth": 3}).model_kwargs == {"depth": 3}  # 2 GPSA + 1 MHSA by default
+    assert TrialConfig(model_kwargs={"depth": 3}).model_kwargs == {"depth": 3}  # 1 GPSA + 2 MHSA by default
 
 
 def test_amp_auto():

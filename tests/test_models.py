@@ -252,6 +252,20 @@ def test_gating_init_and_freeze():
         assert torch.equal(m.blocks[0].attn.gating_param, before) is (m is model)
 
 
+def test_freeze_gpsa_keeps_every_gpsa_weight_while_the_rest_trains():
+    """Table 3's "Train GPSA" off: one optimizer step changes no GPSA parameter (qk, v, proj, positional weights,
+    gating) but does change the MLPs and the MHSA block."""
+    model = create_model("convit_tiny", img_size=16, patch_size=8, depth=3, local_up_to_layer=2, freeze_gpsa=True)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    model(torch.randn(2, 3, 16, 16)).logsumexp(-1).sum().backward()
+    opt.step()
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
+    gpsa = {name for name in before if name.startswith(("blocks.0.attn.", "blocks.1.attn."))}
+    assert gpsa and not (changed & gpsa)
+    assert {"blocks.0.mlp.fc1.weight", "blocks.2.attn.qkv.weight", "head.weight"} <= changed
+
+
 def test_class_token_enters_at_the_first_mhsa_block():
     model = create_model("convit_tiny", img_size=16, patch_size=8, depth=3, local_up_to_layer=2).eval()
     seen = {}

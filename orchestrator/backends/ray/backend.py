@@ -119,7 +119,7 @@ class RayBackend(Backend):
         param_space: dict[str, Any] = {"trial_id": tune.grid_search([t.id for t in trials])}
         if section.type == "pbt":
             param_space.update(_initial_values(trials, list(section.hyperparam_mutations)))
-        tune_config = tune.TuneConfig(scheduler=scheduler, num_samples=1,
+        tune_config = tune.TuneConfig(scheduler=scheduler, num_samples=1, reuse_actors=True,
                                       max_concurrent_trials=opts.max_concurrent_trials,
                                       time_budget_s=opts.time_limit_min * 60 if opts.time_limit_min else None,
                                       trial_name_creator=_trial_name, trial_dirname_creator=_trial_name)
