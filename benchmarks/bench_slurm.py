@@ -40,7 +40,7 @@ def sweep_yaml(name: str, trials: int, epochs: int = 1) -> str:
 
 
 def bench_dryrun(trials: int) -> None:
-    from orchestrator.backends.slurm import SlurmBackend
+    from orchestrator.backends.slurm.backend import SlurmBackend
     from orchestrator.spec import load_sweep
     from orchestrator.submit import make_context
 
@@ -86,7 +86,7 @@ def _sacct_times(array: str) -> list[tuple[float, float, float]]:
 def bench_array(tasks: int) -> None:
     import cloudpickle
 
-    from orchestrator.backends.slurm import SlurmBackend
+    from orchestrator.backends.slurm.backend import SlurmBackend
     from orchestrator.backends.slurm.snapshot import snapshot_code
     from orchestrator.sections import SlurmSection
     from orchestrator.workdir import SweepContext
@@ -134,7 +134,8 @@ def overhead_run(trials: int, code: Path = REPO) -> tuple[list[float], list[floa
     process start -> end of its first optimizer step, each task's queue wait), in seconds."""
     from convit.records import read_json
 
-    with tempfile.TemporaryDirectory() as tmp:
+    # the array's settling job (afterany) may still write its log as the folder goes: never fail on that
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
         path = Path(tmp) / "overhead.yaml"
         path.write_text(sweep_yaml("overhead", trials))
         env = {**os.environ, "PYTHONPATH": str(code)}

@@ -17,7 +17,7 @@ from orchestrator.locks import exclusive
 from orchestrator.status import TrialStatus, read_status
 from orchestrator.tracking import Tracker
 from orchestrator.trial import Trial
-from orchestrator.trial_runner import log_finished_trial
+from orchestrator.trial_tracking import log_finished_trial
 from orchestrator.workdir import SPEC_FILE, TRIALS_FILE, SweepContext
 
 SWEEP_LOCK = ".sweep.lock"  # in the sweep folder

@@ -439,7 +439,7 @@ class TrialRun:
     process's progress through it), and later calls try again at most every ``retry_s`` seconds, so training is
     not slowed. When tracking answers again, :meth:`sync` logs every epoch it missed, exactly once. A trial that
     ends while tracking is down is still finished on disk; the next submission catches its run up
-    (:func:`orchestrator.lifecycle.split_finished`, through :func:`orchestrator.trial_runner.log_finished_trial`).
+    (:func:`orchestrator.lifecycle.split_finished`, through :func:`orchestrator.trial_tracking.log_finished_trial`).
     """
 
     def __init__(self, tracker: Tracker, metrics_file: Path, open_run: Callable[[], str],

@@ -1,4 +1,4 @@
-"""What every backend runs in a trial's process: the engine, logging to MLflow through :class:`MlflowReporter`.
+"""What every backend runs in a trial's process: the engine, logging to MLflow (:mod:`orchestrator.trial_tracking`).
 
 Backends call :func:`run_trial_process` (a Ray trainable or a submitit callable directly, the local backend
 through ``python -m orchestrator.trial_runner TRIAL_DIR``). It is safe to call again on the same trial: the
@@ -7,6 +7,9 @@ but missing from MLflow are logged first, so the run ends with every epoch exact
 
 Exit codes of the command (convit.exitcodes): 0 finished, 1 failed (the reason is in status.json and the MLflow
 run), 3 interrupted after a checkpoint (resubmitting resumes it), 2 bad invocation.
+
+MLflow is imported only in the thread that opens the trial's run, once the engine is imported: a fresh trial
+process (SLURM, Ray, a cold local start) reaches its first training step without paying for it first.
 """
 from __future__ import annotations
 
@@ -14,24 +17,23 @@ import argparse
 import contextlib
 import logging
 import signal
-import socket
 import sys
 import threading
 import time
 import traceback
 from pathlib import Path
 from types import FrameType
-from typing import Any, Callable, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from convit.exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
-from convit.records import (CONFIG_FILE, FINAL_FILE, METRICS_FILE, TrialBusy, is_finished, own_trial, read_final,
-                            read_json, write_json)
-from orchestrator.mlflow_views import run_name
+from convit.records import CONFIG_FILE, FINAL_FILE, TrialBusy, own_trial, read_json
 from orchestrator.status import write_status
-from orchestrator.tracking import MlflowReporter, Tracker, TrialRun, env_tags
 from orchestrator.process_env import apply_thread_budget, fail_fast_on_outages
 from orchestrator.trial import Trial
-from orchestrator.workdir import RUN_ID_FILE, TRIAL_FILE, SweepContext, read_trial_record, write_trial_record
+from orchestrator.workdir import TRIAL_FILE, SweepContext, read_trial_record, write_trial_record
+
+if TYPE_CHECKING:
+    from orchestrator.tracking import TrialRun
 
 
 
@@ -126,8 +128,7 @@ def _run_owned(trial: Trial, ctx: SweepContext, out_dir: Path, tags: Mapping[str
     write_trial_record(out_dir, trial)
     write_status(out_dir, "running")
     fail_fast_on_outages()
-    run = _OpeningRun(lambda: TrialRun(Tracker(ctx.tracking_uri), out_dir / METRICS_FILE,
-                                       lambda: open_run(trial, ctx, tags, new_start=True), _warn))
+    run = _OpeningRun(lambda: _open_trial_run(trial, ctx, tags))
     started = time.perf_counter()
     try:
         final = run_trial(trial.config, out_dir, reporter=_Fanout([run, _RankHostsTag(run, out_dir), *reporters]),
@@ -155,6 +156,13 @@ def _run_owned(trial: Trial, ctx: SweepContext, out_dir: Path, tags: Mapping[str
     return final
 
 
+def _open_trial_run(trial: Trial, ctx: SweepContext, tags: Mapping[str, str] | None) -> TrialRun:
+    """Runs in _OpeningRun's thread: MLflow is imported there, after the engine, not before the first step."""
+    from orchestrator.trial_tracking import start_trial_run  # heavy: mlflow
+
+    return start_trial_run(trial, ctx, tags, _warn)
+
+
 def _end(run: _OpeningRun, status: str, tags: Mapping[str, str] | None = None) -> None:
     """End the run of a trial that stopped or failed; a run that could not even be opened is warned about, and
     the trial's own ending (the exception being handled) goes on."""
@@ -164,67 +172,6 @@ def _end(run: _OpeningRun, status: str, tags: Mapping[str, str] | None = None) -
         _warn(f"warning: the trial's MLflow run could not be opened ({type(exc).__name__}: {exc})")
         return
     tracked.end(status, tags)
-
-
-def open_run(trial: Trial, ctx: SweepContext, tags: Mapping[str, str] | None = None, *,
-             new_start: bool = False) -> str:
-    """Open (or reopen) the trial's child run with its tags, and record its id in the trial folder.
-
-    ``new_start``: this process trains the trial (not a catch-up from the submitting host); its host joins the
-    ``start_hosts`` tag, the host of each start in order ("node2,node1": a trial retried elsewhere after its node
-    was lost), kept in the trial folder's mlflow_run.json between starts."""
-    out_dir = ctx.trial_dir(trial.id)
-    known = read_json(out_dir / RUN_ID_FILE, {}) or {}
-    start_hosts = list(known.get("start_hosts", [])) + ([socket.gethostname()] if new_start else [])
-    run_id = Tracker(ctx.tracking_uri).open_trial_run(
-        experiment=ctx.experiment, sweep_id=ctx.sweep_id, parent_run_id=ctx.parent_run_id, trial_id=trial.id,
-        trial_name=run_name(trial.axes, ctx.name), params=trial.config_dict(),
-        tags={**env_tags(), "backend": ctx.backend, "git_commit": ctx.git_commit,
-              "mlflow.source.git.commit": ctx.git_commit, **{f"axis.{k}": str(v) for k, v in trial.axes.items()},
-              **({"start_hosts": ",".join(start_hosts)[-5000:]} if start_hosts else {}), **dict(tags or {})},
-        known_run_id=known.get("run_id"))
-    write_json(out_dir / RUN_ID_FILE, {"run_id": run_id, "tracking_uri": ctx.tracking_uri, "start_hosts": start_hosts})
-    return run_id
-
-
-def log_finished_trial(trial: Trial, ctx: SweepContext, tracker: Tracker) -> None:
-    """Log a trial that finished on disk while tracking was down: its run (reopened, or created), every epoch of
-    metrics.jsonl it lacks, the final metrics, FINISHED. Raises when tracking is still down."""
-    out_dir = ctx.trial_dir(trial.id)
-    final = read_final(out_dir) or {}
-    run_id = open_run(trial, ctx)
-    reporter = MlflowReporter(tracker, run_id, out_dir / METRICS_FILE)
-    reporter.sync()
-    tracker.log_final(run_id, final.get("metrics", {}), reporter.epoch_keys(), step=max(reporter.logged, default=0))
-    tracker.log_files(run_id, [out_dir / n for n in (CONFIG_FILE, FINAL_FILE, TRIAL_FILE)])
-    tracker.end_run(run_id, "FINISHED")
-    write_status(out_dir, "done")
-
-
-def record_end_outside_runner(trial: Trial, ctx: SweepContext, state: Literal["failed", "interrupted"],
-                              reason: str) -> bool:
-    """Record the end of a trial whose process ended where this runner never ran or never got to record it (an
-    import failing on a compute node, a node failure, the out-of-memory killer, a hard kill): status.json says
-    ``state`` with ``reason``, and the trial's MLflow child run (created if the process never opened it, with
-    the epochs of metrics.jsonl it lacks) ends FAILED or KILLED, so the sweep's parent run can close.
-
-    Returns False, recording nothing, when the trial finished or another live process owns it (a resubmission
-    already runs it). Raises what the tracking store raises when it is down (status.json is written first)."""
-    out_dir = ctx.trial_dir(trial.id)
-    try:
-        with own_trial(out_dir, wait_s=0.5):
-            if is_finished(out_dir):
-                return False
-            write_status(out_dir, state, error=reason)
-            tracker = Tracker(ctx.tracking_uri)
-            run_id = open_run(trial, ctx)
-            MlflowReporter(tracker, run_id, out_dir / METRICS_FILE).sync()
-            if state == "failed":
-                tracker.set_tags(run_id, {"failure_reason": reason[:5000]})
-            tracker.end_run(run_id, "FAILED" if state == "failed" else "KILLED")
-    except TrialBusy:
-        return False
-    return True
 
 
 def log_to_stderr() -> None:

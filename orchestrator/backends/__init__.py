@@ -12,8 +12,8 @@ from orchestrator.errors import BackendUnavailable
 
 BACKENDS: dict[str, str] = {
     "local": "orchestrator.backends.local:LocalBackend",
-    "ray": "orchestrator.backends.ray:RayBackend",
-    "slurm": "orchestrator.backends.slurm:SlurmBackend",
+    "ray": "orchestrator.backends.ray.backend:RayBackend",
+    "slurm": "orchestrator.backends.slurm.backend:SlurmBackend",
 }
 
 

@@ -23,7 +23,8 @@ session nor a log of its own.
 
 Protocol, one JSON object per line. Scheduler → starter: ``{"trial_dir", "env", "log"}``. Starter → scheduler:
 ``{"ready": true, "seconds"}`` (or ``{"ready": false, "reason"}``) once, then ``{"started": pid}`` per request in
-order and ``{"exited": pid, "code": exit code, -signal number if killed}`` as children end.
+order and ``{"exited": pid, "code": exit code, -signal number if killed}`` as children end; ``{"closed": reason}``
+if it stops forking (it then only reports its running children's ends).
 """
 from __future__ import annotations
 
@@ -46,10 +47,15 @@ from convit.exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from convit.records import pid_alive, process_start
 from orchestrator.status import read_status
 
-#: What a trial imports on its way to the first step (measured: ``python -X importtime``), in import order.
-PRELOAD = ("torch", "timm", "convit.engine", "convit.data.transforms", "orchestrator.trial_runner",
-           "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.tracking.rest_store", "alembic.command",
-           "alembic.runtime.migration", "sqlalchemy.dialects.sqlite")
+#: What a trial imports on its way to the first step (measured: ``python -X importtime``), in import order: the
+#: starter says it is ready once these are in.
+PRELOAD = ("torch", "timm", "convit.engine", "convit.data.transforms", "orchestrator.trial_runner")
+#: What a trial imports in the background (its MLflow run opens in a thread while it trains): preloaded after
+#: the starter is ready, between requests, so the first trial of a sweep does not wait for it and later ones
+#: find it imported.
+PRELOAD_LATER = ("orchestrator.trial_tracking", "mlflow.store.tracking.sqlalchemy_store",
+                 "mlflow.store.tracking.rest_store", "alembic.command", "alembic.runtime.migration",
+                 "sqlalchemy.dialects.sqlite")
 READY_TIMEOUT_S = 120.0
 _POLL_S = 0.05
 
@@ -70,10 +76,18 @@ def serve(requests: IO[str], replies: IO[str]) -> int:
         return EXIT_FAILED
     _reply(replies, {"ready": True, "seconds": round(time.perf_counter() - started, 2), "pid": os.getpid()})
     children: set[int] = set()
+    later = list(PRELOAD_LATER)
     fd = requests.fileno()
     open_input = True
     while open_input or children:
-        if open_input and select.select([fd], [], [], _POLL_S)[0]:
+        waiting = open_input and select.select([fd], [], [], 0 if later else _POLL_S)[0]
+        if open_input and not waiting and later:
+            _import_quietly(later.pop(0))  # idle: the next of the later imports (a request waits for one at most)
+            hazard = _fork_hazard()
+            if hazard:  # an import started a thread: fork no more (the scheduler starts the rest cold)
+                open_input = False
+                _reply(replies, {"closed": hazard})
+        elif waiting:
             line = requests.readline()
             if not line:
                 open_input = False  # the scheduler is gone or done: serve no more, report the running ones
@@ -89,6 +103,14 @@ def serve(requests: IO[str], replies: IO[str]) -> int:
                 children.discard(pid)
                 _reply(replies, {"exited": pid, "code": os.waitstatus_to_exitcode(status)}, broken_ok=True)
     return EXIT_OK
+
+
+def _import_quietly(name: str) -> None:
+    """A later preload; one that fails is left to the trial that needs it (it fails there, with its own log)."""
+    try:
+        importlib.import_module(name)
+    except Exception:  # noqa: BLE001,S110 - not needed to fork trials
+        pass
 
 
 def _fork_hazard() -> str:
@@ -176,6 +198,7 @@ class WarmStarter:
         self._started: list[int] = []
         self._codes: dict[int, int] = {}
         self._alive = True
+        self._accepting = True  # False once the starter said it forks no more
         threading.Thread(target=self._read, name="warm-start-replies", daemon=True).start()
         threading.Thread(target=self._drain, name="warm-start-stderr", daemon=True).start()
 
@@ -199,6 +222,8 @@ class WarmStarter:
                     self._started.append(int(message["started"]))
                 elif "exited" in message:
                     self._codes[int(message["exited"])] = int(message["code"])
+                elif "closed" in message:
+                    self._accepting, self.reason = False, str(message["closed"])
                 self._lock.notify_all()
         with self._lock:
             self._alive = False
@@ -220,7 +245,7 @@ class WarmStarter:
 
     def start(self, trial_dir: Path, env: Mapping[str, str], log_path: Path) -> WarmTrial | None:
         """Fork a trial; None when the starter cannot (not ready, or gone: start it cold)."""
-        if not self.wait_ready():
+        if not self.wait_ready() or not self._accepting:
             return None
         request = json.dumps({"trial_dir": str(trial_dir), "env": dict(env), "log": str(log_path)})
         with self._lock:
@@ -231,7 +256,8 @@ class WarmStarter:
                 self._proc.stdin.flush()
             except (BrokenPipeError, ValueError):
                 return None
-            self._lock.wait_for(lambda: len(self._started) >= expected or not self._alive, timeout=30)
+            self._lock.wait_for(lambda: len(self._started) >= expected or not self._alive or not self._accepting,
+                                timeout=30)
             if len(self._started) < expected:
                 return None
             pid = self._started[expected - 1]

@@ -41,7 +41,6 @@ import submitit
 from submitit.helpers import Checkpointable, DelayedSubmission
 
 from convit.records import CHECKPOINTS_DIR, list_checkpoints, read_json, write_json
-from orchestrator.lifecycle import close_if_all_ended
 from orchestrator.process_env import apply_thread_budget
 from orchestrator.trial import Trial
 from orchestrator.trial_runner import rank_hosts, run_trial_process
@@ -299,6 +298,8 @@ class SlurmTrial(Checkpointable):
 
     def _maybe_close_sweep(self) -> None:
         """The last trial to end closes the sweep's parent MLflow run (nobody waits on a SLURM sweep)."""
+        from orchestrator.lifecycle import close_if_all_ended  # heavy: mlflow, kept off the task's first step
+
         try:
             close_if_all_ended(SweepContext.for_trial_dir(Path(self.trial_dir)))
         except Exception:  # noqa: BLE001 - bookkeeping must not turn a finished trial into a failed task

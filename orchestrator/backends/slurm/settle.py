@@ -8,7 +8,7 @@ run would stay RUNNING for ever (nobody waits on a SLURM sweep).
 
 The settler runs once every task of its array has ended. For each trial whose latest task is in that array and
 whose end was not recorded, it records one from SLURM's final state of the task
-(:func:`orchestrator.trial_runner.record_end_outside_runner`): ``failed`` with the state, exit code and the last
+(:func:`orchestrator.trial_tracking.record_end_outside_runner`): ``failed`` with the state, exit code and the last
 line of the task's stderr, or ``interrupted`` (resumable) for a task cancelled or timed out without a checkpoint
 record. Then, when no other array of the sweep is still queued or running, it closes the parent run with the
 sweep's outcome (FINISHED, FAILED, or KILLED while trials remain to be resumed).
@@ -30,7 +30,7 @@ from orchestrator.lifecycle import close_sweep, sweep_outcome
 from orchestrator.status import TrialStatus, read_status, trial_status
 from orchestrator.tracking import Tracker
 from orchestrator.trial import Trial
-from orchestrator.trial_runner import record_end_outside_runner
+from orchestrator.trial_tracking import record_end_outside_runner
 from orchestrator.workdir import SweepContext, read_trials
 
 #: SLURM end states of a task that mean the trial failed (its runner could not have recorded it).
