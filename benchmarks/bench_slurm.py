@@ -42,7 +42,7 @@ def sweep_yaml(name: str, trials: int, epochs: int = 1) -> str:
 def bench_dryrun(trials: int) -> None:
     from orchestrator.backends.slurm.backend import SlurmBackend
     from orchestrator.spec import load_sweep
-    from orchestrator.submit import make_context
+    from orchestrator.workdir import sweep_context
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "big.yaml"
@@ -50,7 +50,7 @@ def bench_dryrun(trials: int) -> None:
         t0 = time.perf_counter()
         spec, expanded = load_sweep(path)
         t1 = time.perf_counter()
-        ctx = make_context(spec, Path(tmp) / "runs", "slurm", "sqlite:///unused.db")
+        ctx = sweep_context(spec, Path(tmp) / "runs", "slurm", "sqlite:///unused.db")
         plan = SlurmBackend(check=False).plan(ctx, expanded)
         t2 = time.perf_counter()
     print(f"dryrun: {len(expanded)} trials: parse+expand+validate {t1 - t0:.2f} s, batch script + "

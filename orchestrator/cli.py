@@ -221,11 +221,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
         _print_dry_run(spec, trials, ctx, plans)
         return EXIT_OK
     backend.prepare(ctx)  # e.g. the local backend's warm starter imports torch while the sweep is recorded
-    from orchestrator.submit import submit_sweep  # heavy: mlflow
+    try:
+        from orchestrator.submit import submit_sweep  # heavy: mlflow
 
-    console.print(f"sweep [bold]{spec.name}[/]: {len(trials)} trial(s) on the {args.backend} backend; "
-                  f"tracking {uri} (experiment '{ctx.experiment}')")
-    result = submit_sweep(spec, trials, backend, ctx)
+        console.print(f"sweep [bold]{spec.name}[/]: {len(trials)} trial(s) on the {args.backend} backend; "
+                      f"tracking {uri} (experiment '{ctx.experiment}')")
+        result = submit_sweep(spec, trials, backend, ctx)
+    finally:
+        backend.release()
     return _report(args, ctx, backend, result)
 
 

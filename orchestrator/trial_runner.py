@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -48,6 +49,13 @@ class _Fanout:
             reporter.report(epoch, metrics, checkpoint_dir)
 
 
+#: Held while a trial's MLflow run opens in the background. A fork (a DataLoader worker) waits for it: the child
+#: would otherwise inherit locks the opening thread holds mid-way (a module being imported, a stream being
+#: written) and could hang on them. Reentrant, so a fork from the opening thread itself cannot deadlock.
+_OPENING = threading.RLock()
+os.register_at_fork(before=_OPENING.acquire, after_in_parent=_OPENING.release, after_in_child=_OPENING.release)
+
+
 class _OpeningRun:
     """The trial's :class:`TrialRun`, opened in a background thread while the engine builds the data and the model.
 
@@ -65,12 +73,16 @@ class _OpeningRun:
 
     def _open(self, open_run: Callable[[], TrialRun]) -> None:
         try:
-            self._run = open_run()
+            with _OPENING:
+                self._run = open_run()
         except BaseException as exc:  # noqa: BLE001 - raised again in the trial's own thread
             self._error = exc
 
-    def get(self) -> TrialRun:
-        self._thread.join()
+    def get(self, timeout_s: float | None = None) -> TrialRun:
+        """The run, once open; TimeoutError if it is still opening after ``timeout_s``."""
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            raise TimeoutError(f"the MLflow run is still opening after {timeout_s} s")
         if self._error is not None:
             raise self._error
         assert self._run is not None
@@ -139,7 +151,7 @@ def _run_owned(trial: Trial, ctx: SweepContext, out_dir: Path, tags: Mapping[str
         raise
     except (KeyboardInterrupt, SystemExit):  # stopped at once (a second signal): resumes from the last checkpoint
         write_status(out_dir, "interrupted", error="stopped before a checkpoint; resubmit to resume")
-        _end(run, "KILLED")
+        _end(run, "KILLED", wait_s=2)  # "at once": a run still opening is caught up by the next submission
         raise
     except BaseException as exc:
         reason = exc.reason if isinstance(exc, TrialFailed) else f"{type(exc).__name__}: {exc}"
@@ -163,11 +175,11 @@ def _open_trial_run(trial: Trial, ctx: SweepContext, tags: Mapping[str, str] | N
     return start_trial_run(trial, ctx, tags, _warn)
 
 
-def _end(run: _OpeningRun, status: str, tags: Mapping[str, str] | None = None) -> None:
-    """End the run of a trial that stopped or failed; a run that could not even be opened is warned about, and
-    the trial's own ending (the exception being handled) goes on."""
+def _end(run: _OpeningRun, status: str, tags: Mapping[str, str] | None = None, wait_s: float | None = None) -> None:
+    """End the run of a trial that stopped or failed; a run that could not even be opened (or is still opening
+    after ``wait_s``) is warned about, and the trial's own ending (the exception being handled) goes on."""
     try:
-        tracked = run.get()
+        tracked = run.get(wait_s)
     except Exception as exc:  # noqa: BLE001 - the trial's own error matters more
         _warn(f"warning: the trial's MLflow run could not be opened ({type(exc).__name__}: {exc})")
         return

@@ -125,3 +125,50 @@ def test_sweep_trials_are_forked_warm_and_start_cold_once_the_starter_is_gone(tm
     assert "start cold from here on" in out
     assert out.count("done        ") == 4
     assert all((read_json(d / "status.json", {}) or {}).get("state") == "done" for d in trials.glob("*/"))
+
+
+def test_a_stop_while_the_starter_imports_is_not_held_up():
+    """`cancel` must not wait for a slow starter: wait_ready gives up as soon as a stop is asked for."""
+    never_ready = WarmStarter(dict(os.environ), command=[sys.executable, "-c", "import time; time.sleep(60)"])
+    asked = time.monotonic() + 0.5
+    started = time.monotonic()
+    assert not never_ready.wait_ready(timeout_s=60, should_stop=lambda: time.monotonic() > asked)
+    assert time.monotonic() - started < 5 and never_ready.reason == "stopping"
+    never_ready.close(timeout_s=0.5)  # it does not read its input: killed
+    assert never_ready._proc.poll() is not None
+
+
+def test_release_stops_a_starter_that_submit_never_used(tmp_path: Path):
+    from orchestrator.backends.local import LocalBackend
+    from orchestrator.sections import LocalSection
+    from orchestrator.workdir import SweepContext
+
+    backend = LocalBackend()
+    backend.prepare(SweepContext(name="s", workdir=tmp_path, tracking_uri="sqlite:///x.db", experiment="s",
+                                 options=LocalSection()))
+    starter = backend._starter
+    assert starter is not None and starter._proc.poll() is None
+    backend.release()
+    assert starter._proc.poll() is not None and backend._starter is None
+
+
+def test_a_fork_waits_for_the_run_opening_in_the_background():
+    """DataLoader workers are forked while the trial's MLflow run may still be opening in a thread: the fork
+    waits for it, so no child inherits a lock held mid-import or mid-write."""
+    from orchestrator.trial_runner import _OpeningRun
+
+    opened_at: list[float] = []
+
+    def slow_open():
+        time.sleep(1.0)
+        opened_at.append(time.monotonic())
+        return "run"
+
+    opening = _OpeningRun(slow_open)  # type: ignore[arg-type]
+    time.sleep(0.1)  # the thread holds the lock now
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    forked_at = time.monotonic()
+    os.waitpid(pid, 0)
+    assert opening.get() == "run" and opened_at and forked_at >= opened_at[0]

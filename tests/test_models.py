@@ -155,6 +155,11 @@ def test_subnormal_positional_weights_are_flushed_to_zero(monkeypatch):
     assert not ((flushed > 0) & (flushed < tiny)).any()
     kept = weights >= tiny
     assert torch.equal(flushed[kept], weights[kept]) and (flushed[~kept] == 0).all()
+    nan = weights.clone()
+    nan[0, 0, 0] = float("nan")
+    assert flush_subnormals(nan)[0, 0, 0].isnan()  # a diverging model stays visible
+    half = weights.half()  # float16 has no values below float32's threshold but 0: untouched
+    assert torch.equal(flush_subnormals(half), half)
     w = weights.clone().requires_grad_(True)
     flush_subnormals(w).sum().backward()
     assert torch.equal(w.grad, kept.to(w.dtype))  # gradients pass through the kept entries only

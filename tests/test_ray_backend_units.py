@@ -236,3 +236,19 @@ def test_a_trial_larger_than_the_local_ray_is_refused_by_the_dry_run(tmp_path: P
         assert out.returncode == 2, out.stdout + out.stderr
         assert "asks for 64 CPU(s)" in out.stderr and "Traceback" not in out.stderr
         assert not (tmp_path / "runs" / "sweeps" / "big").exists()
+
+
+def test_the_cancel_watcher_ends_with_its_trial(tmp_path: Path):
+    """A reused Ray worker runs many trials: each trial's cancel watcher must stop when the trial ends."""
+    import threading
+
+    from convit.engine import TrialControl
+    from orchestrator.backends.ray.trainable import _watch_cancel
+
+    before = {t.ident for t in threading.enumerate()}
+    ended = _watch_cancel(tmp_path, TrialControl(), started=0.0)
+    watchers = [t for t in threading.enumerate() if t.ident not in before and t.name == "convit-cancel-watch"]
+    assert len(watchers) == 1 and watchers[0].is_alive()
+    ended.set()
+    watchers[0].join(timeout=5)
+    assert not watchers[0].is_alive()

@@ -30,10 +30,11 @@ from .positions import local_head_offsets, relative_offsets
 
 
 def flush_subnormals(weights: torch.Tensor) -> torch.Tensor:
-    """``weights`` with its subnormal entries (0 < |w| < the dtype's smallest normal number) set to 0, same shape
-    and dtype; gradients flow through the entries kept. See the module docstring for why."""
-    return torch.where(weights.abs() >= torch.finfo(weights.dtype).tiny, weights, torch.zeros((), dtype=weights.dtype,
-                                                                                               device=weights.device))
+    """``weights`` with its entries below float32's smallest normal number (|w| < 1.18e-38: float32 and bfloat16
+    subnormals) set to 0, same shape and dtype; float16 weights, whose smallest subnormal is far above that, and
+    NaNs are left as they are; gradients flow through the entries kept. See the module docstring for why."""
+    tiny = torch.finfo(torch.float32).tiny
+    return torch.where(weights.abs() < tiny, torch.zeros((), dtype=weights.dtype, device=weights.device), weights)
 
 
 class GPSA(nn.Module):

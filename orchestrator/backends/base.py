@@ -46,6 +46,9 @@ class Backend(ABC):
         while ``submit`` records the sweep and opens its parent run; called once, after ``validate``, never for a
         dry run. Default: nothing."""
 
+    def release(self) -> None:
+        """Undo ``prepare`` when the command ends, whether or not ``submit`` ran. Default: nothing."""
+
     @abstractmethod
     def submit(self, sweep: SweepContext, trials: list[Trial]) -> None:
         """Run ``trials`` (each through orchestrator.trial_runner) with the resources in ``sweep.options``."""

@@ -84,15 +84,19 @@ class LocalBackend(Backend):
         if self._starter is None:
             self._starter = WarmStarter(trial_env(self.options(sweep).cpus_per_trial, []))
 
+    def release(self) -> None:
+        """Stop the warm starter if ``submit`` did not run (every trial finished already, or recording failed)."""
+        if self._starter is not None:
+            self._starter.close()
+            self._starter = None
+
     def submit(self, sweep: SweepContext, trials: list[Trial]) -> None:
         opts = self.options(sweep)
         self.prepare(sweep)
         try:
             self._schedule(sweep, trials, opts)
         finally:
-            if self._starter is not None:
-                self._starter.close()
-                self._starter = None
+            self.release()
 
     def _schedule(self, sweep: SweepContext, trials: list[Trial], opts: LocalSection) -> None:
         slots, gpu_pool = self._capacity(opts)
@@ -110,7 +114,9 @@ class LocalBackend(Backend):
                 try:
                     while (queue or running) and not self._stop_requested:
                         while queue and len(running) < slots and len(gpu_pool) >= opts.gpus_per_trial:
-                            self._start(sweep, queue.popleft(), opts, gpu_pool, running, progress)
+                            if not self._start(sweep, queue[0], opts, gpu_pool, running, progress):
+                                break  # stopping while the warm starter was still importing
+                            queue.popleft()
                         self._reap(sweep, running, gpu_pool, counts, progress)
                         self._refresh(sweep, running, progress)
                         progress.update(overall, completed=counts["done"] + counts["failed"],
@@ -152,7 +158,11 @@ class LocalBackend(Backend):
         return slots, gpus
 
     def _start(self, sweep: SweepContext, trial: Trial, opts: LocalSection, gpu_pool: list[str],
-               running: dict[str, _Running], progress: Progress) -> None:
+               running: dict[str, _Running], progress: Progress) -> bool:
+        """Start ``trial``; False (nothing started) when a stop came while waiting for the warm starter."""
+        if self._starter is not None and not self._starter.wait_ready(should_stop=lambda: self._stop_requested):
+            if self._stop_requested:
+                return False
         trial_dir = sweep.trial_dir(trial.id)
         trial_dir.mkdir(parents=True, exist_ok=True)
         write_trial_record(trial_dir, trial)
@@ -179,6 +189,7 @@ class LocalBackend(Backend):
         resumed = resume_position(trial_dir)
         progress.console.print(f"started     {trial.id}  {escape(trial.name)}  (pid {proc.pid}"
                                f"{'; ' + resumed if resumed else ''})")
+        return True
 
     def _reap(self, sweep: SweepContext, running: dict[str, _Running], gpu_pool: list[str], counts: dict[str, int],
               progress: Progress) -> None:
@@ -220,7 +231,8 @@ class LocalBackend(Backend):
 
     def _stop_all(self, running: dict[str, _Running], grace_s: float) -> None:
         for entry in running.values():
-            _signal(entry.proc.pid, signal.SIGTERM)
+            if entry.proc.poll() is None:  # an ended trial's pid may already belong to another process
+                _signal(entry.proc.pid, signal.SIGTERM)
         deadline = time.time() + grace_s
         try:
             while time.time() < deadline and any(e.proc.poll() is None for e in running.values()):

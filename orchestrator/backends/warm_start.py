@@ -41,7 +41,7 @@ import time
 import traceback
 from collections import deque
 from pathlib import Path
-from typing import IO, Any, Mapping, Sequence
+from typing import IO, Any, Callable, Mapping, Sequence
 
 from convit.exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from convit.records import pid_alive, process_start
@@ -141,6 +141,10 @@ def _fork_trial(request: Mapping[str, Any], requests: IO[str], replies: IO[str])
     code = EXIT_FAILED
     try:  # the child: never returns into the starter's loop
         code = _become_trial(request, requests, replies)
+    except SystemExit as stop:  # e.g. a second stop signal while the atexit handlers ran
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else EXIT_FAILED)
+    except KeyboardInterrupt:  # a SIGINT before the trial runner installed its handlers
+        code = 128 + signal.SIGINT
     except BaseException:  # noqa: BLE001 - a failure before the runner started: into the trial's log
         traceback.print_exc()
     finally:
@@ -199,8 +203,10 @@ class WarmStarter:
         self._codes: dict[int, int] = {}
         self._alive = True
         self._accepting = True  # False once the starter said it forks no more
-        threading.Thread(target=self._read, name="warm-start-replies", daemon=True).start()
-        threading.Thread(target=self._drain, name="warm-start-stderr", daemon=True).start()
+        self._threads = [threading.Thread(target=self._read, name="warm-start-replies", daemon=True),
+                         threading.Thread(target=self._drain, name="warm-start-stderr", daemon=True)]
+        for thread in self._threads:
+            thread.start()
 
     def _drain(self) -> None:
         assert self._proc.stderr is not None
@@ -235,12 +241,16 @@ class WarmStarter:
                 self.reason = f"the warm starter exited ({self._proc.wait()})"
             self._lock.notify_all()
 
-    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> bool:
-        """True once the starter has imported everything; False if it failed, died or took over ``timeout_s``."""
+    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S, should_stop: Callable[[], bool] = lambda: False) -> bool:
+        """True once the starter has imported what trials need; False if it failed, died, took over
+        ``timeout_s``, or ``should_stop()`` turned true meanwhile (checked twice a second: a cancel is not held
+        up by a slow start)."""
+        deadline = time.monotonic() + timeout_s
         with self._lock:
-            self._lock.wait_for(lambda: self._ready is not None, timeout=timeout_s)
+            while self._ready is None and not should_stop() and time.monotonic() < deadline:
+                self._lock.wait(timeout=0.5)
             if self._ready is None:
-                self.reason = f"not ready after {timeout_s:.0f} s"
+                self.reason = "stopping" if should_stop() else f"not ready after {timeout_s:.0f} s"
             return bool(self._ready) and self._alive
 
     def start(self, trial_dir: Path, env: Mapping[str, str], log_path: Path) -> WarmTrial | None:
@@ -258,7 +268,9 @@ class WarmStarter:
                 return None
             self._lock.wait_for(lambda: len(self._started) >= expected or not self._alive or not self._accepting,
                                 timeout=30)
-            if len(self._started) < expected:
+            if len(self._started) < expected:  # never serve this request later: the trial is about to start cold
+                self.reason = self.reason or "the warm starter did not answer within 30 s"
+                self._proc.kill()
                 return None
             pid = self._started[expected - 1]
         return WarmTrial(self, pid, trial_dir)
@@ -284,6 +296,11 @@ class WarmStarter:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
+        for thread in self._threads:  # both end at the pipes' end of file, now the starter has exited
+            thread.join(timeout=2)
+        for pipe in (self._proc.stdout, self._proc.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 class WarmTrial:

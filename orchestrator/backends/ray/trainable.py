@@ -248,22 +248,23 @@ def record_early_stop(ctx: SweepContext, trial_dir: Path, marker: dict) -> None:
 CANCEL_FILE = "cancel.json"  # in <sweep>/ray/: written by RayBackend.cancel
 
 
-def _watch_cancel(sweep_dir: Path, control: Any, started: float) -> threading.Thread:
+def _watch_cancel(sweep_dir: Path, control: Any, started: float) -> threading.Event:
     """Ask the engine for an exact checkpoint and a stop when the sweep is cancelled after this trial started
-    (the trial runs in a thread of a Ray worker: no signal can reach it, a file in the shared sweep folder can)."""
+    (the trial runs in a thread of a Ray worker: no signal can reach it, a file in the shared sweep folder can).
+    Set the returned event when the trial ends: the watcher stops with it (a reused worker runs many trials)."""
     path = ray_dir(sweep_dir) / CANCEL_FILE
+    ended = threading.Event()
 
     def watch() -> None:
-        while not control.stop_requested:
+        while not control.stop_requested and not ended.is_set():
             request = read_json(path)
             if request is not None and request.get("time", 0) > started:
                 control.request_checkpoint(stop=True)
                 return
-            time.sleep(1.0)
+            ended.wait(1.0)
 
-    thread = threading.Thread(target=watch, name="convit-cancel-watch", daemon=True)
-    thread.start()
-    return thread
+    threading.Thread(target=watch, name="convit-cancel-watch", daemon=True).start()
+    return ended
 
 
 def _wait_to_be_stopped(limit_s: float = 600) -> None:
@@ -304,13 +305,15 @@ def train_trial(config: dict[str, Any], sweep_dir: str) -> None:
             "config": effective.model_dump(mode="json")}
     reporter = TuneReporter(trial_dir, check_data(effective).epochs, meta)
     control = TrialControl()
-    _watch_cancel(root, control, started=time.time())
+    watching = _watch_cancel(root, control, started=time.time())
     try:
         run_trial_process(trial, ctx, tags={"ray_trial_id": tune_id}, control=control, reporters=[reporter])
     except TrialInterrupted:
         _wait_to_be_stopped()
     except (TrialFailed, ConfigMismatch):
         return  # recorded as failed (status.json, MLflow); retrying cannot help, so Tune must not
+    finally:
+        watching.set()
     reporter.flush()
 
 
