@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -27,11 +28,11 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from convit.exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
-from convit.records import CONFIG_FILE, FINAL_FILE, TrialBusy, own_trial, read_json
+from convit.records import CONFIG_FILE, FINAL_FILE, TrialBusy, own_trial, read_json, write_json
 from orchestrator.status import write_status
 from orchestrator.process_env import apply_thread_budget, fail_fast_on_outages
 from orchestrator.trial import Trial
-from orchestrator.workdir import TRIAL_FILE, SweepContext, read_trial_record, write_trial_record
+from orchestrator.workdir import RUN_ID_FILE, TRIAL_FILE, SweepContext, read_trial_record, write_trial_record
 
 if TYPE_CHECKING:
     from orchestrator.tracking import TrialRun
@@ -112,6 +113,13 @@ class _RankHostsTag:
             self.tagged = self.run.tag({"rank_hosts": ",".join(hosts)})
 
 
+def record_start(out_dir: Path) -> None:
+    """This host joins the trial's ``start_hosts`` (mlflow_run.json) before training, not when the MLflow run
+    opens in the background: a start lost on its node before that still shows in the run's tag."""
+    known = read_json(out_dir / RUN_ID_FILE, {}) or {}
+    write_json(out_dir / RUN_ID_FILE, {**known, "start_hosts": [*known.get("start_hosts", []), socket.gethostname()]})
+
+
 def rank_hosts(out_dir: Path) -> list[str]:
     """The hosts of the trial's ranks at its latest start (config.json's ``resolved.rank_hosts``), or []."""
     resolved = (read_json(out_dir / CONFIG_FILE, {}) or {}).get("resolved", {})
@@ -140,6 +148,7 @@ def _run_owned(trial: Trial, ctx: SweepContext, out_dir: Path, tags: Mapping[str
     write_trial_record(out_dir, trial)
     write_status(out_dir, "running")
     fail_fast_on_outages()
+    record_start(out_dir)
     run = _OpeningRun(lambda: _open_trial_run(trial, ctx, tags))
     started = time.perf_counter()
     try:

@@ -6,7 +6,6 @@ Split from :mod:`orchestrator.trial_runner` so that a trial process imports MLfl
 """
 from __future__ import annotations
 
-import socket
 from typing import Callable, Literal, Mapping
 
 from convit.records import (CONFIG_FILE, FINAL_FILE, METRICS_FILE, TrialBusy, is_finished, own_trial, read_final,
@@ -20,23 +19,20 @@ from orchestrator.workdir import RUN_ID_FILE, TRIAL_FILE, SweepContext
 
 def start_trial_run(trial: Trial, ctx: SweepContext, tags: Mapping[str, str] | None,
                     warn: Callable[[str], None]) -> TrialRun:
-    """The run of a trial this process trains now (a new start: its host joins ``start_hosts``), kept going
-    through tracking outages by :class:`TrialRun`."""
+    """The run of a trial this process trains now, kept going through tracking outages by :class:`TrialRun`."""
     out_dir = ctx.trial_dir(trial.id)
-    return TrialRun(Tracker(ctx.tracking_uri), out_dir / METRICS_FILE,
-                    lambda: open_run(trial, ctx, tags, new_start=True), warn)
+    return TrialRun(Tracker(ctx.tracking_uri), out_dir / METRICS_FILE, lambda: open_run(trial, ctx, tags), warn)
 
 
-def open_run(trial: Trial, ctx: SweepContext, tags: Mapping[str, str] | None = None, *,
-             new_start: bool = False) -> str:
+def open_run(trial: Trial, ctx: SweepContext, tags: Mapping[str, str] | None = None) -> str:
     """Open (or reopen) the trial's child run with its tags, and record its id in the trial folder.
 
-    ``new_start``: this process trains the trial (not a catch-up from the submitting host); its host joins the
-    ``start_hosts`` tag, the host of each start in order ("node2,node1": a trial retried elsewhere after its node
-    was lost), kept in the trial folder's mlflow_run.json between starts."""
+    The ``start_hosts`` tag is the host of each start in order ("node2,node1": a trial retried elsewhere after its
+    node was lost), as the trial folder's mlflow_run.json keeps them: each start records its host there before it
+    trains (:func:`orchestrator.trial_runner.record_start`), so a start lost before its run opened still counts."""
     out_dir = ctx.trial_dir(trial.id)
     known = read_json(out_dir / RUN_ID_FILE, {}) or {}
-    start_hosts = list(known.get("start_hosts", [])) + ([socket.gethostname()] if new_start else [])
+    start_hosts = list(known.get("start_hosts", []))
     run_id = Tracker(ctx.tracking_uri).open_trial_run(
         experiment=ctx.experiment, sweep_id=ctx.sweep_id, parent_run_id=ctx.parent_run_id, trial_id=trial.id,
         trial_name=run_name(trial.axes, ctx.name), params=trial.config_dict(),
