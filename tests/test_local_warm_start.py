@@ -106,11 +106,10 @@ def test_a_dead_starter_costs_no_trial(starter: WarmStarter, tmp_path: Path):
 
 
 def test_sweep_trials_are_forked_warm_and_start_cold_once_the_starter_is_gone(tmp_path: Path):
-    """End to end: four real trials, one at a time; the starter is killed while the first runs; that trial still ends done,
-    the others start cold, and the sweep finishes."""
-    spec = sweep_file(tmp_path, "warm", epochs=10, train=64, models="[convit_tiny, deit_tiny]")
-    spec.write_text(spec.read_text().replace("max_parallel: 2", "max_parallel: 1").replace("seeds: [0]",
-                                                                                            "seeds: [0, 1]"))
+    """End to end: two real trials, one at a time; the starter is killed while the first runs; that trial still
+    ends done, the second starts cold, and the sweep finishes."""
+    spec = sweep_file(tmp_path, "warm", epochs=8, train=64, models="[convit_tiny, deit_tiny]")
+    spec.write_text(spec.read_text().replace("max_parallel: 2", "max_parallel: 1"))
     work = tmp_path / "runs"
     proc = cli_background("submit", str(spec), "--workdir", str(work))
     trials = work / "sweeps" / "warm" / "trials"
@@ -123,7 +122,7 @@ def test_sweep_trials_are_forked_warm_and_start_cold_once_the_starter_is_gone(tm
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
     assert "start cold from here on" in out
-    assert out.count("done        ") == 4
+    assert out.count("done        ") == 2
     assert all((read_json(d / "status.json", {}) or {}).get("state") == "done" for d in trials.glob("*/"))
 
 
