@@ -65,6 +65,7 @@ class LocalBackend(Backend):
         self.poll_s = poll_s
         self._stop_requested = False
         self._starter: WarmStarter | None = None
+        self._cold = False  # the starter failed: later trials start as fresh processes
 
     # ---------------------------------------------------------------------------------------------- submit
     def options(self, sweep: SweepContext) -> LocalSection:
@@ -89,6 +90,7 @@ class LocalBackend(Backend):
         if self._starter is not None:
             self._starter.close()
             self._starter = None
+        self._cold = False
 
     def submit(self, sweep: SweepContext, trials: list[Trial]) -> None:
         opts = self.options(sweep)
@@ -160,7 +162,8 @@ class LocalBackend(Backend):
     def _start(self, sweep: SweepContext, trial: Trial, opts: LocalSection, gpu_pool: list[str],
                running: dict[str, _Running], progress: Progress) -> bool:
         """Start ``trial``; False (nothing started) when a stop came while waiting for the warm starter."""
-        if self._starter is not None and not self._starter.wait_ready(should_stop=lambda: self._stop_requested):
+        starter = None if self._cold else self._starter
+        if starter is not None and not starter.wait_ready(should_stop=lambda: self._stop_requested):
             if self._stop_requested:
                 return False
         trial_dir = sweep.trial_dir(trial.id)
@@ -170,12 +173,11 @@ class LocalBackend(Backend):
         env = trial_env(opts.cpus_per_trial, gpus)
         log_path = trial_dir / TRIAL_LOG
         proc: subprocess.Popen[bytes] | WarmTrial | None = None
-        if self._starter is not None:
-            proc = self._starter.start(trial_dir, env, log_path)
-            if proc is None:
-                progress.console.print(f"[yellow]local: trials start cold from here on ({escape(self._starter.reason)})[/]")
-                self._starter.close()
-                self._starter = None
+        if starter is not None:
+            proc = starter.start(trial_dir, env, log_path)
+            if proc is None:  # the trials it started run on; release() closes it once they have ended
+                progress.console.print(f"[yellow]local: trials start cold from here on ({escape(starter.reason)})[/]")
+                self._cold = True
         log = None
         if proc is None:
             log = open(log_path, "ab")
