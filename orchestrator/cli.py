@@ -33,7 +33,7 @@ from orchestrator.keys import leaf_name
 from orchestrator.mlflow_views import where_to_look
 from orchestrator.listing import STATES, ago, folder_state, sweep_rows
 from orchestrator.preflight import check_trials_data
-from orchestrator.process_env import fail_fast_on_outages
+from orchestrator.process_env import fail_fast_on_outages, tracking_retry_s
 from orchestrator.spec import SweepSpec, load_sweep
 from orchestrator.spec.marks import COMMAND_LINE
 from orchestrator.spec.model import MAX_TRIALS, NAME_PATTERN, SECTIONS
@@ -633,6 +633,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
+        tracking_retry_s()  # a bad $CONVIT_TRACKING_RETRY_S is refused here, not by every trial once it runs
         code = COMMANDS[args.command](args)
         sys.stdout.flush()  # a reader that went away is found here, not at interpreter exit
         return code

@@ -7,10 +7,15 @@
 * MLflow's HTTP retries: a call to a tracking server that is down gives up in seconds instead of MLflow's default
   minutes, so training never waits on tracking (metrics.jsonl keeps every epoch meanwhile) and a command never
   hangs on a server that is down. Values the user set win.
+* How often a trial retries a tracking store that stopped answering: every ``$CONVIT_TRACKING_RETRY_S`` seconds
+  (default 30), so an outage costs training one short failed call per interval, not one per epoch.
 """
 from __future__ import annotations
 
+import math
 import os
+
+from orchestrator.errors import OrchestratorError
 
 THREADS_ENV = "CONVIT_NUM_THREADS"
 _ENV_NAMES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", THREADS_ENV)
@@ -19,6 +24,28 @@ _ENV_NAMES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", THREADS_ENV)
 #: MLflow reads these at each request (mlflow.environment_variables).
 HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
             "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+
+
+TRACKING_RETRY_ENV = "CONVIT_TRACKING_RETRY_S"
+DEFAULT_TRACKING_RETRY_S = 30.0
+
+
+def tracking_retry_s() -> float:
+    """Seconds between a trial's attempts to reach a tracking store that stopped answering.
+
+    Raises OrchestratorError (naming the variable and what it expects; the CLI exits 2 before anything runs)
+    when ``$CONVIT_TRACKING_RETRY_S`` is not a positive number of seconds."""
+    raw = os.environ.get(TRACKING_RETRY_ENV)
+    if raw is None or not raw.strip():
+        return DEFAULT_TRACKING_RETRY_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not value > 0 or math.isinf(value):
+        raise OrchestratorError(f"{TRACKING_RETRY_ENV}={raw!r}: expected a positive number of seconds (default "
+                         f"{DEFAULT_TRACKING_RETRY_S:g}); unset it or set e.g. {TRACKING_RETRY_ENV}=10")
+    return value
 
 
 def fail_fast_on_outages() -> None:

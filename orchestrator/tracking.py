@@ -36,6 +36,7 @@ from convit.records import CONFIG_FILE, read_json, read_metrics
 from orchestrator.errors import OrchestratorError
 from orchestrator.keys import flat
 from orchestrator.locks import exclusive
+from orchestrator.process_env import tracking_retry_s
 from orchestrator.tracking_uri import DB_NAME, check_uri_without_mlflow, default_tracking_uri
 from orchestrator.mlflow_views import (EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, NOTE_TAG, attention_table_path,
                                        is_per_head as is_per_head_key, metric_name, split_per_head, sweep_note, view_tag)
@@ -436,16 +437,16 @@ class TrialRun:
 
     Every MLflow call goes through :meth:`_attempt`: when the store or server fails, the trial goes on (the
     engine's metrics.jsonl is the source of truth), one warning is printed (the trial log, and the submitting
-    process's progress through it), and later calls try again at most every ``retry_s`` seconds, so training is
+    process's progress through it), and later calls try again at most every ``retry_s`` seconds (default ``$CONVIT_TRACKING_RETRY_S``, else 30 s), so training is
     not slowed. When tracking answers again, :meth:`sync` logs every epoch it missed, exactly once. A trial that
     ends while tracking is down is still finished on disk; the next submission catches its run up
     (:func:`orchestrator.lifecycle.split_finished`, through :func:`orchestrator.trial_tracking.log_finished_trial`).
     """
 
     def __init__(self, tracker: Tracker, metrics_file: Path, open_run: Callable[[], str],
-                 warn: Callable[[str], None], retry_s: float = 30.0):
+                 warn: Callable[[str], None], retry_s: float | None = None):
         self.tracker, self.metrics_file, self._open_run, self._warn = tracker, metrics_file, open_run, warn
-        self.retry_s = retry_s
+        self.retry_s = tracking_retry_s() if retry_s is None else retry_s
         self.reporter: MlflowReporter | None = None
         self.down_since: float | None = None
         self._last_try = -math.inf

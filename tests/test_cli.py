@@ -84,6 +84,33 @@ def test_bad_override_exits_2(sweep: Path, tmp_path: Path, capsys):
     assert not (tmp_path / "w").exists()
 
 
+@pytest.mark.parametrize("value", ["soon", "0", "-5", "inf"])
+def test_a_bad_tracking_retry_interval_is_refused_before_anything_runs(value: str, sweep: Path, tmp_path: Path,
+                                                                        capsys, monkeypatch):
+    monkeypatch.setenv("CONVIT_TRACKING_RETRY_S", value)
+    code = cli.main(["submit", str(sweep), "--workdir", str(tmp_path / "w")])
+    err = capsys.readouterr().err
+    assert code == 2 and f"CONVIT_TRACKING_RETRY_S='{value}': expected a positive number of seconds" in err
+    assert not (tmp_path / "w").exists()
+
+
+def test_the_tracking_retry_interval_reaches_a_trials_run(monkeypatch, tmp_path: Path):
+    from orchestrator.tracking import TrialRun
+
+    def never(*_: object) -> str:
+        raise ConnectionError("down")
+
+    class Down:
+        uri = "http://127.0.0.1:9"
+
+    warnings: list[str] = []
+    monkeypatch.setenv("CONVIT_TRACKING_RETRY_S", "2.5")
+    run = TrialRun(Down(), tmp_path / "metrics.jsonl", never, warnings.append)  # type: ignore[arg-type]
+    assert run.retry_s == 2.5 and run.down_since is not None and "is not answering" in warnings[0]
+    monkeypatch.delenv("CONVIT_TRACKING_RETRY_S")
+    assert TrialRun(Down(), tmp_path / "metrics.jsonl", never, warnings.append).retry_s == 30.0  # type: ignore[arg-type]
+
+
 def test_unavailable_backend_is_a_clear_error(sweep: Path, tmp_path: Path, capsys, monkeypatch):
     monkeypatch.setitem(BACKENDS, "ray", "orchestrator.backends.not_written_yet:RayBackend")
     code = cli.main(["submit", str(sweep), "--backend", "ray", "--workdir", str(tmp_path / "w")])

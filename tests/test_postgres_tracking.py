@@ -21,8 +21,9 @@ from tests.test_local import REPO, SMOKE, cli, cli_env, steps, wait_for
 from convit.records import read_metrics
 
 pytestmark = pytest.mark.slow
-OUTAGE_S = 60
-EPOCHS = 85  # ~135 s of training: into the second outage at least (a trial that ends then is logged later)
+OUTAGE_S = 30
+RETRY_S = 5  # the trial retries a store that stopped answering this often ($CONVIT_TRACKING_RETRY_S; 30 s default)
+EPOCHS = 45  # ~70 s of training at full speed: into the second outage at least (a trial that ends then is logged later)
 
 
 def _problem() -> str | None:
@@ -76,10 +77,11 @@ def _sweep(tmp_path: Path, name: str, epochs: int, train: int = 96) -> Path:
 
 
 def test_a_database_outage_then_a_server_outage_cost_no_trial_and_no_step(postgres: Postgres, tmp_path: Path):
-    """One sweep through a PostgreSQL-backed server; the database under the server is stopped for 60 s, then (once
-    it is back) the server itself is killed (SIGKILL, its whole process group) for 60 s and started again on its
-    port: the trial trains through both, one warning per outage says so, MLflow ends with every step exactly once,
-    and the runs are in the database (not in a file next to the server), whose password no log shows."""
+    """One sweep through a PostgreSQL-backed server; the database under the server is stopped for 30 s, then (once
+    it is back and the trial has reconnected) the server itself is killed (SIGKILL, its whole process group) for 30 s
+    and started again on its port: the trial trains through both, one warning per outage says so, MLflow ends with
+    every step exactly once, and the runs are in the database (not in a file next to the server), whose password no
+    log shows."""
     port = free_port()
     server = start_server(tmp_path / "server", port=port, backend_store_uri=postgres.uri)
     work = tmp_path / "runs"
@@ -87,7 +89,8 @@ def test_a_database_outage_then_a_server_outage_cost_no_trial_and_no_step(postgr
     log = tmp_path / "submit.log"
     with open(log, "w") as out_file:  # a file, not a pipe nobody reads while it runs (a full pipe blocks it)
         submit = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "submit", str(spec), "--workdir",
-                                   str(work), "--tracking-uri", server.uri], cwd=REPO, env=cli_env(),
+                                   str(work), "--tracking-uri", server.uri], cwd=REPO,
+                                  env={**cli_env(), "CONVIT_TRACKING_RETRY_S": str(RETRY_S)},
                                   stdout=out_file, stderr=subprocess.STDOUT, text=True)
     trained = {}
     try:
@@ -95,13 +98,17 @@ def test_a_database_outage_then_a_server_outage_cost_no_trial_and_no_step(postgr
             found = [p.parent for p in (work / "sweeps" / "outages" / "trials").glob("*/metrics.jsonl")]
             return len(read_metrics(found[0])) if found else 0
 
+        def reconnected() -> bool:
+            logs = (work / "sweeps" / "outages" / "trials").glob("*/trial.log")
+            return any("answers again" in log.read_text() for log in logs)
+
         wait_for(lambda: epochs() >= 2, timeout=180, what="two epochs")
         postgres.run("stop.sh")
         before = epochs()
         time.sleep(OUTAGE_S)
         trained["database down"] = epochs() - before
         postgres.run("start.sh")
-        wait_for(lambda: epochs() >= before + trained["database down"] + 3, timeout=60, what="three more epochs")
+        wait_for(reconnected, timeout=60, what="the trial to reach MLflow again")
         os.killpg(server.proc.pid, signal.SIGKILL)
         server.proc.wait(timeout=30)
         before = epochs()
@@ -114,7 +121,8 @@ def test_a_database_outage_then_a_server_outage_cost_no_trial_and_no_step(postgr
             submit.kill()
     out = log.read_text()
     assert submit.returncode == 0, out
-    assert all(n > 10 for n in trained.values()), f"epochs trained during each outage: {trained}"
+    # ~19 epochs fit in 30 s; a trial that waited on tracking would train one or two
+    assert all(n >= 6 for n in trained.values()), f"epochs trained during each outage: {trained}"
     (trial_dir,) = list((work / "sweeps" / "outages" / "trials").iterdir())
     trial_log = (trial_dir / "trial.log").read_text()
     assert trial_log.count("is not answering") == 2 and trial_log.count("answers again") >= 1, trial_log

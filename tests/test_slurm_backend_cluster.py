@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -67,10 +67,11 @@ MAIN = {
             "dataset": ["synthetic", "synthetic", "synthetic", "synthetic", "imagefolder"]},
     "slurm": {"profile": "local", "array_parallelism": 2},
 }
-# ~35 s of training (+5-9 s start-up) here: more than the first job can run before its USR2 (SLURM sends it up to a
-# minute early, and the task's backstop sends it 35 s after the start at the latest: signal_delay_s / 2 before
-# the end), so at least one requeue; a few jobs in all.
-LIMIT_EPOCHS = 5
+# 256 steps of 16 images: ~37 s of training on an idle core, ~75 s beside the other scenarios (+6-9 s start-up per
+# job). A job trains at most ~27 s before its USR2 (SLURM sends it up to a minute early, and the task's backstop
+# sends it 35 s after the start at the latest: signal_delay_s / 2 before the end), so at least one requeue even on
+# an idle machine; three or four jobs in all beside the other scenarios.
+LIMIT_EPOCHS = 4
 LIMIT = {
     "name": "limit",
     "base": {**SMOKE, "epochs": LIMIT_EPOCHS, "synthetic_train_size": 1024, "analysis_every": 0},
@@ -181,6 +182,18 @@ def signal_when(s: Session, pending: dict[str, tuple[Path, Any, Any]], deadline:
     assert not pending, f"the trials were never ready for: {list(pending)}"
 
 
+def every(seconds: float, predicate: Callable[[], bool]) -> Callable[[], bool]:
+    """``predicate``, asked at most every ``seconds`` (False in between): for conditions that cost a SLURM query."""
+    last = [-math.inf]
+
+    def throttled() -> bool:
+        if time.monotonic() - last[0] < seconds:
+            return False
+        last[0] = time.monotonic()
+        return predicate()
+    return throttled
+
+
 def slurm_command(cmd: list[str]) -> None:
     """Run scancel/scontrol. Slurm 22.05 answers a signal to one task of an array whose other tasks are
     pending with "Job can not be altered now, try again later" although it delivered the signal, and scancel
@@ -248,7 +261,14 @@ def corrupt_imagefolder(root: Path) -> Path:
     return root
 
 
+def mark(s: Session, what: str) -> None:
+    """A timeline of the fixture on stderr (pytest shows it with a failure, or with -s): where its minutes go."""
+    s.seen.setdefault("t0", time.time())
+    print(f"[{time.time() - s.seen['t0']:6.1f} s] {what}", file=sys.stderr, flush=True)
+
+
 def _drive(s: Session, deadline: float) -> None:
+    mark(s, "start")
     s.submit(LIMIT)
     # A task that fails before its trial runner starts (the engine cannot be imported on the compute node).
     broken_code = s.tmp / "broken-code"
@@ -270,30 +290,36 @@ def _drive(s: Session, deadline: float) -> None:
                              ["scancel", "--signal=USR2", s.job_of("main", main[0]["id"])]),
                     "requeue": (requeued, lambda: epochs_done(requeued) >= 1,
                                 ["scontrol", "requeue", s.job_of("main", main[1]["id"])])}, deadline)
-    wait_for(lambda: not s.queued(s.arrays("main")), deadline, "the main array to finish", poll=2)
-    s.seen["main_status"] = s.status("main")
+    mark(s, "main: USR2 and requeue sent")
 
-    # At once: cancel a sweep while one trial runs and the other waits, then submit it again; one DDP trial on one
-    # node (two tasks) and the same trial across two nodes, preempted then requeued.
-    s.submit(STOP)
-    s.submit(DDP)
-    first = s.sweep_dir("stop") / "trials" / s.trials("stop")[0]["id"]
-    actions: dict[str, tuple[Path, Any, Any]] = {
-        "stop_cancel": (first, lambda: epochs_done(first) >= 1, lambda: cancel_and_resubmit_stop(s, first))}
+    # At once, queued behind main's last tasks: the same DDP trial across two nodes, preempted then requeued; a
+    # sweep cancelled while one trial runs and the other waits, then submitted again; one DDP trial on one node
+    # (two tasks). Submitted now rather than after main: most of each scenario is waiting on SLURM (requeue
+    # delays, signal cycles), which overlaps.
+    actions: dict[str, tuple[Path, Any, Any]] = {}
     if node_count() >= 2:
-        s.submit(DDP2)
+        s.submit(DDP2)  # first: it needs a CPU on each node, the one-node scenarios fit around it
         ddp2 = s.sweep_dir("ddp2") / "trials" / s.trials("ddp2")[0]["id"]
         job = s.job_of("ddp2", s.trials("ddp2")[0]["id"])
         actions["ddp2_usr2"] = (ddp2, lambda: epochs_done(ddp2) >= 1, ["scancel", "--signal=USR2", job])
         actions["ddp2_requeue"] = (ddp2, lambda: "ddp2_usr2_at_epoch" in s.seen and len(starts_of(ddp2)) >= 2
                                    and epochs_done(ddp2) > s.seen["ddp2_usr2_at_epoch"], ["scontrol", "requeue", job])
+    s.submit(STOP)
+    s.submit(DDP)
+    first = s.sweep_dir("stop") / "trials" / s.trials("stop")[0]["id"]
+    actions["stop_cancel"] = (first, lambda: epochs_done(first) >= 1, lambda: cancel_and_resubmit_stop(s, first))
+    main_done = every(2.0, lambda: not s.queued(s.arrays("main")))
+    actions["main_done"] = (preempted, main_done, lambda: s.seen.update(main_status=s.status("main")))
     signal_when(s, actions, deadline)
+    mark(s, "main finished; stop, ddp2: signals sent")
     for name in ("stop", "limit", "ddp", "ddp2", "broken"):
         if s.seen.get(f"submit_{name}"):
             wait_for(lambda: not s.queued(s.arrays(name)), deadline, f"the '{name}' sweep to finish", poll=1)
+            mark(s, f"{name}: finished")
     for name in ("main", "stop", "limit", "ddp", "ddp2", "broken"):
         if s.seen.get(f"submit_{name}"):
             wait_for(lambda: not s.queued(s.settlers(name)), deadline, f"the settling jobs of '{name}'", poll=1)
+    mark(s, "settled")
 
 
 def cancel_and_resubmit_stop(s: Session, first: Path) -> None:
