@@ -1,7 +1,7 @@
 """The SLURM backend end to end on the real local cluster (slurm/start.sh): real slurmctld/slurmd/slurmdbd, real
 sbatch arrays through submitit, a real MLflow sqlite store, the real `convit-sweep` command.
 
-One module fixture drives every scenario on the 2-CPU node at once (about 4 minutes in all) and the tests
+One module fixture drives every scenario on the 2-CPU nodes at once (3-4 minutes in all) and the tests
 check one behaviour each:
 
 * ``main``: 5 trials as ONE job array, submitted from a private copy of the code that is broken right after
@@ -35,7 +35,7 @@ from convit.records import read_json, read_metrics
 
 pytestmark = pytest.mark.slurm
 REPO = Path(__file__).resolve().parents[1]
-DEADLINE_S = 720.0  # the fixture takes 4-8 min (time-limited trial's requeues; load)
+DEADLINE_S = 720.0  # the fixture takes 3-5 min (time-limited trial's requeues, SLURM queueing; load)
 
 
 def node_count() -> int:

@@ -1,6 +1,6 @@
 """A tracking server outage never costs a trial: training goes on (metrics.jsonl is the source of truth), one
 warning says so, and MLflow is caught up with every epoch exactly once, during the trial when the server comes
-back (tests/test_postgres_tracking.py: the server killed for 60 s mid-trial), or, here, by the next submission
+back (tests/test_postgres_tracking.py: the database stopped, then the server killed, 30 s each, mid-trial), or, here, by the next submission
 when it comes back after the trial ended. A real `mlflow server`, stopped and started again by PID on the same
 port and store."""
 from __future__ import annotations
