@@ -29,10 +29,9 @@ demo: setup
 	@echo "== SMOKE TEST done: one seed is not evidence either way; sweeps/sample_efficiency_cpu.yaml tests the claim =="
 	@echo "Browse every run in MLflow: $(BIN)/convit-sweep server   (a real mlflow server on 127.0.0.1)"
 
-## test: the whole suite (SLURM tests run when slurm/start.sh has started the local cluster, else they skip), in two
-## lanes (pytest-xdist; tests/conftest.py says which tests share a lane and why).
+## test: the whole suite (SLURM tests run when slurm/start.sh has started the local cluster, else they skip).
 test: setup
-	$(BIN)/python -m pytest -q --durations=15 -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -q --durations=15
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow and not slurm and not ray"
