@@ -122,8 +122,9 @@ def test_a_database_outage_then_a_server_outage_cost_no_trial_and_no_step(postgr
             submit.kill()
     out = log.read_text()
     assert submit.returncode == 0, out
-    # ~19 epochs fit in 30 s; a trial that waited on tracking would train one or two
-    assert all(n >= 6 for n in trained.values()), f"epochs trained during each outage: {trained}"
+    # ~19 epochs fit in 30 s on an idle core (~12 with the failed calls, fewer on a busy machine); a trial that
+    # waited on tracking would train one or two
+    assert all(n >= 4 for n in trained.values()), f"epochs trained during each outage: {trained}"
     (trial_dir,) = list((work / "sweeps" / "outages" / "trials").iterdir())
     trial_log = (trial_dir / "trial.log").read_text()
     assert trial_log.count("is not answering") == 2 and trial_log.count("answers again") >= 1, trial_log
