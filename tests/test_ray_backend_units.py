@@ -252,3 +252,11 @@ def test_the_cancel_watcher_ends_with_its_trial(tmp_path: Path):
     ended.set()
     watchers[0].join(timeout=5)
     assert not watchers[0].is_alive()
+
+
+def test_pbt_trials_get_fresh_workers_and_the_other_schedulers_reuse_them():
+    """Reused workers save the imports between trials; under PBT they once let Tune restart a finished, exploited
+    trial from an earlier checkpoint with its old config (see reuse_actors)."""
+    from orchestrator.backends.ray.backend import reuse_actors
+
+    assert reuse_actors("fifo") and reuse_actors("asha") and not reuse_actors("pbt")

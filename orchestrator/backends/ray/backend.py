@@ -49,6 +49,14 @@ from orchestrator.trial import Trial
 from orchestrator.workdir import RUN_ID_FILE, SweepContext, read_trials
 
 
+def reuse_actors(scheduler: str) -> bool:
+    """Whether a Tune worker that finished one trial runs the next (torch, timm and MLflow imported once per
+    worker). Not under PBT: there, with reused workers, Tune once restarted a trial that had finished after an
+    exploit from an earlier checkpoint with its pre-exploit config (1 run in 5, tests/test_ray_backend.py), so the
+    trial folder and MLflow disagreed on the learning rate in effect; each PBT trial gets a fresh worker."""
+    return scheduler != "pbt"
+
+
 class RayBackend(Backend):
     name = "ray"
     section = RaySection
@@ -119,7 +127,7 @@ class RayBackend(Backend):
         param_space: dict[str, Any] = {"trial_id": tune.grid_search([t.id for t in trials])}
         if section.type == "pbt":
             param_space.update(_initial_values(trials, list(section.hyperparam_mutations)))
-        tune_config = tune.TuneConfig(scheduler=scheduler, num_samples=1, reuse_actors=True,
+        tune_config = tune.TuneConfig(scheduler=scheduler, num_samples=1, reuse_actors=reuse_actors(section.type),
                                       max_concurrent_trials=opts.max_concurrent_trials,
                                       time_budget_s=opts.time_limit_min * 60 if opts.time_limit_min else None,
                                       trial_name_creator=_trial_name, trial_dirname_creator=_trial_name)
