@@ -621,9 +621,18 @@ COMMANDS = {"data": cmd_data, "submit": cmd_submit, "status": cmd_status, "cance
             "completion": cmd_completion}
 
 
+def _usage_error(exc: OrchestratorError) -> int:
+    err_console.print("[red]error:[/]", escape(str(exc)), highlight=False, soft_wrap=True)
+    return EXIT_USAGE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     fail_fast_on_outages()  # a tracking server that is down fails a call in seconds, not minutes
+    try:
+        tracking_retry_s()  # a bad $CONVIT_TRACKING_RETRY_S is refused here, by every command, `train` included
+    except OrchestratorError as exc:
+        return _usage_error(exc)
     if argv[:1] == ["train"]:  # everything after 'train' belongs to the engine's parser, --help included
         return cmd_train(argparse.Namespace(args=argv[1:]))
     parser = build_parser()
@@ -633,15 +642,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        tracking_retry_s()  # a bad $CONVIT_TRACKING_RETRY_S is refused here, not by every trial once it runs
         code = COMMANDS[args.command](args)
         sys.stdout.flush()  # a reader that went away is found here, not at interpreter exit
         return code
     except BrokenPipeError:
         return _closed_pipe()
     except OrchestratorError as exc:
-        err_console.print("[red]error:[/]", escape(str(exc)), highlight=False, soft_wrap=True)
-        return EXIT_USAGE
+        return _usage_error(exc)
     except KeyboardInterrupt:  # a stopped sweep is 1, as after the local backend's Ctrl-C (convit.exitcodes)
         err_console.print("interrupted; submitting the sweep again resumes it")
         return EXIT_FAILED

@@ -44,7 +44,7 @@ def tracking_retry_s() -> float:
         value = math.nan
     if not value > 0 or math.isinf(value):
         raise OrchestratorError(f"{TRACKING_RETRY_ENV}={raw!r}: expected a positive number of seconds (default "
-                         f"{DEFAULT_TRACKING_RETRY_S:g}); unset it or set e.g. {TRACKING_RETRY_ENV}=10")
+                                f"{DEFAULT_TRACKING_RETRY_S:g}); unset it or set e.g. {TRACKING_RETRY_ENV}=10")
     return value
 
 

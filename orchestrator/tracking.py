@@ -437,8 +437,8 @@ class TrialRun:
 
     Every MLflow call goes through :meth:`_attempt`: when the store or server fails, the trial goes on (the
     engine's metrics.jsonl is the source of truth), one warning is printed (the trial log, and the submitting
-    process's progress through it), and later calls try again at most every ``retry_s`` seconds (default ``$CONVIT_TRACKING_RETRY_S``, else 30 s), so training is
-    not slowed. When tracking answers again, :meth:`sync` logs every epoch it missed, exactly once. A trial that
+    process's progress through it), and later calls try again at most every ``retry_s`` seconds (default
+    ``$CONVIT_TRACKING_RETRY_S``, else 30 s), so training is not slowed. When tracking answers again, :meth:`sync` logs every epoch it missed, exactly once. A trial that
     ends while tracking is down is still finished on disk; the next submission catches its run up
     (:func:`orchestrator.lifecycle.split_finished`, through :func:`orchestrator.trial_tracking.log_finished_trial`).
     """

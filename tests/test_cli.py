@@ -88,10 +88,12 @@ def test_bad_override_exits_2(sweep: Path, tmp_path: Path, capsys):
 def test_a_bad_tracking_retry_interval_is_refused_before_anything_runs(value: str, sweep: Path, tmp_path: Path,
                                                                         capsys, monkeypatch):
     monkeypatch.setenv("CONVIT_TRACKING_RETRY_S", value)
-    code = cli.main(["submit", str(sweep), "--workdir", str(tmp_path / "w")])
-    err = capsys.readouterr().err
-    assert code == 2 and f"CONVIT_TRACKING_RETRY_S='{value}': expected a positive number of seconds" in err
-    assert not (tmp_path / "w").exists()
+    for argv in (["submit", str(sweep), "--workdir", str(tmp_path / "w")],
+                 ["train", "smoke", "epochs=1", "--out", str(tmp_path / "w")]):
+        code = cli.main(argv)
+        err = capsys.readouterr().err
+        assert code == 2 and f"CONVIT_TRACKING_RETRY_S='{value}': expected a positive number of seconds" in err
+        assert not (tmp_path / "w").exists()
 
 
 def test_the_tracking_retry_interval_reaches_a_trials_run(monkeypatch, tmp_path: Path):

@@ -26,8 +26,8 @@ STATE_FILE = "ray.json"  # in the sweep folder: driver pid and host, Tune experi
 #: +0.8 GB) and no chdir into Tune's trial folder (relative data paths keep working).
 # TUNE_FUNCTION_THREAD_TIMEOUT_S: with reused actors (reuse_actors=True), Tune waits this long for the previous
 # trial's thread to end before starting the next trial in the same worker, and fails the *next* trial if it has
-# not (Tune's default: 2 s). A trial stopped by ASHA or paused by PBT ends its MLflow run and its loader workers on
-# the way out, which takes longer than that on a busy machine.
+# not (Tune's default: 2 s). A trial stopped by ASHA ends its MLflow run and its loader workers on the way out,
+# which takes longer than that on a busy machine. (PBT trials do not reuse workers: backend.reuse_actors.)
 RAY_ENV = {"TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_CHDIR_TO_TRIAL_DIR": "0",
            "TUNE_FUNCTION_THREAD_TIMEOUT_S": "120"}
 LOCAL_OBJECT_STORE_BYTES = 256 * 2**20  # checkpoints go through the filesystem, not the object store
